@@ -1,0 +1,430 @@
+"""Corpus -> token ids -> memory-mapped `.bin` files, and the windows training reads from them.
+
+A tokenized dataset is a folder:
+
+    tokenizer.model   the SentencePiece model (train it once, reuse it everywhere)
+    train.bin         training ids, raw little-endian uint16 (or uint32 for vocabularies > 65536)
+    val.bin           validation ids, same dtype
+    meta.json         vocab size, dtype, token/byte/char counts, sources and their sha256
+
+Text is read in chunks cut at line ends, so no corpus is ever held whole in memory.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from arlm import tokenizer as tk
+from arlm.errors import ArlmError, UsageError
+
+FORMAT = "arlm-dataset"
+FORMAT_VERSION = 1
+DATASET_FILES = ("tokenizer.model", "train.bin", "val.bin", "meta.json")
+BLOCK_BYTES = 4 << 20  # read and encode this much text at a time
+SAMPLE_BYTES = 16 << 20  # the tokenizer trains on at most this much text (a random line sample)
+INVALID_UTF8 = ("refuse", "replace")
+_ESCAPED = re.compile("[\udc80-\udcff]")  # how surrogateescape spells a byte that is not UTF-8
+
+Progress = Callable[[int], None]  # called with the number of bytes just handled
+
+
+def _no_progress(_: int) -> None:
+    pass
+
+
+# -- reading text -----------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """One input file, scanned once: size, checksum and where its bytes are not UTF-8."""
+
+    path: Path
+    size: int
+    sha256: str
+    invalid_bytes: int = 0
+    first_invalid: tuple[int, int] | None = None  # (byte offset, line number)
+    label: str | None = None  # what to call it in meta.json, when not its path
+
+    def describe(self) -> dict:
+        return {"path": self.label or str(self.path), "bytes": self.size, "sha256": self.sha256}
+
+
+def scan(path: Path, progress: Progress = _no_progress) -> Source:
+    """Check that `path` is a readable file and find any bytes that are not UTF-8."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path} does not exist: give the path of a text file")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory: give the text files inside it instead")
+    digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    source = Source(path, 0, "")
+    lines = 0
+    try:
+        with open(path, "rb") as file:
+            while block := file.read(BLOCK_BYTES):
+                digest.update(block)
+                text = decoder.decode(block)
+                _count_invalid(source, text, source.size, lines)
+                source.size += len(block)
+                lines += block.count(b"\n")
+                progress(len(block))
+            _count_invalid(source, decoder.decode(b"", final=True), source.size, lines)
+    except OSError as error:
+        raise ArlmError(f"cannot read {path}: {error.strerror}") from None
+    source.sha256 = digest.hexdigest()
+    return source
+
+
+def _count_invalid(source: Source, text: str, offset: int, lines: int) -> None:
+    bad = _ESCAPED.findall(text)
+    if not bad:
+        return
+    if source.first_invalid is None:
+        before = text[: _ESCAPED.search(text).start()]
+        # the text decoded so far may start a little before `offset` (an unfinished character)
+        where = max(0, offset + len(before.encode("utf-8", "surrogateescape")))
+        source.first_invalid = (where, lines + before.count("\n") + 1)
+    source.invalid_bytes += len(bad)
+
+
+def check_utf8(sources: list[Source], policy: str) -> None:
+    """Refuse text that is not UTF-8, saying how much and where, unless told to replace it."""
+    for source in sources:
+        if source.invalid_bytes and policy == "refuse":
+            offset, line = source.first_invalid
+            raise ArlmError(
+                f"{source.path}: {source.invalid_bytes} bytes are not UTF-8 (first at byte offset "
+                f"{offset}, line {line}); convert it (e.g. `iconv -f latin1 -t utf-8`) or pass "
+                "--invalid-utf8 replace to read them as U+FFFD"
+            )
+
+
+@dataclass
+class Span:
+    """A byte range of a file: a whole source, or the part of it before or after the split."""
+
+    path: Path
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def read_text(spans: list[Span], block_bytes: int = BLOCK_BYTES) -> Iterator[str]:
+    """The text of `spans` in chunks that end at a line end (or a span end). Bytes that are not
+    UTF-8 come out as U+FFFD (`check_utf8` has refused them already unless that is wanted)."""
+    for span in spans:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = ""
+        with open(span.path, "rb") as file:
+            file.seek(span.start)
+            left = span.size
+            while left > 0:
+                block = file.read(min(block_bytes, left))
+                if not block:
+                    break
+                left -= len(block)
+                pending += decoder.decode(block)
+                cut = pending.rfind("\n") + 1
+                if cut:
+                    yield pending[:cut]
+                    pending = pending[cut:]
+                elif len(pending) > 4 * block_bytes:  # one huge line: cut it anyway
+                    yield pending
+                    pending = ""
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            yield pending
+
+
+def split_spans(sources: list[Source], val_fraction: float) -> tuple[list[Span], list[Span]]:
+    """Cut the concatenated sources after the line end nearest past `1 - val_fraction` of the
+    bytes: the head trains, the tail validates."""
+    total = sum(source.size for source in sources)
+    cut = round(total * (1 - val_fraction))
+    train, val, offset = [], [], 0
+    for source in sources:
+        start, end = offset, offset + source.size
+        offset = end
+        if end <= cut:
+            train.append(Span(source.path, 0, source.size))
+        elif start >= cut:
+            val.append(Span(source.path, 0, source.size))
+        else:
+            at = _next_line_start(source.path, cut - start)
+            train.append(Span(source.path, 0, at))
+            if at < source.size:
+                val.append(Span(source.path, at, source.size))
+    return [s for s in train if s.size], [s for s in val if s.size]
+
+
+def _next_line_start(path: Path, offset: int) -> int:
+    with open(path, "rb") as file:
+        file.seek(offset)
+        while block := file.read(1 << 16):
+            newline = block.find(b"\n")
+            if newline >= 0:
+                return offset + newline + 1
+            offset += len(block)
+    return offset
+
+
+def sample_lines(spans: list[Span], budget: int, seed: int = 0) -> tuple[list[str], set[str]]:
+    """Lines to train the tokenizer on (all of them, or a random sample of about `budget` bytes
+    when the text is larger), and every character of the whole text."""
+    total = sum(span.size for span in spans)
+    keep = min(1.0, budget / max(total, 1))
+    rng = random.Random(seed)
+    lines: list[str] = []
+    characters: set[str] = set()
+    for chunk in read_text(spans):
+        characters.update(chunk)
+        if keep == 1.0:
+            lines.extend(chunk.split("\n"))
+        else:
+            lines.extend(line for line in chunk.split("\n") if rng.random() < keep)
+    return lines, characters
+
+
+# -- writing a dataset ------------------------------------------------------------------------
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits in 16 bits, uint32 otherwise."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+@dataclass
+class SplitStats:
+    tokens: int = 0
+    bytes: int = 0
+    chars: int = 0
+    counts: np.ndarray = field(default=None, repr=False)  # tokens per id
+
+
+def encode_to_file(
+    tokenizer: tk.Tokenizer, spans: list[Span], path: Path, progress: Progress = _no_progress
+) -> SplitStats:
+    """Encode the text of `spans` chunk by chunk and append the ids to `path`."""
+    dtype = dtype_for(tokenizer.vocab_size)
+    stats = SplitStats(counts=np.zeros(tokenizer.vocab_size, dtype=np.int64))
+    with open(path, "wb") as out:
+        for chunk in read_text(spans):
+            ids = tokenizer.encode_array(chunk, dtype)
+            ids.tofile(out)
+            stats.tokens += len(ids)
+            stats.chars += len(chunk)
+            stats.counts += np.bincount(ids, minlength=tokenizer.vocab_size)
+            progress(len(chunk.encode("utf-8", "surrogatepass")))
+        out.flush()
+        os.fsync(out.fileno())
+    stats.bytes = sum(span.size for span in spans)
+    return stats
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path, force: bool) -> Iterator[Path]:
+    """A fresh folder beside `out` that replaces it only if the block finishes: a failure
+    leaves `out` as it was, and nothing half-written behind."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file: give a folder for the dataset")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        raise UsageError(f"{out} is not empty: pass --force to replace it, or choose another --out")
+    if held and not set(held) <= set(DATASET_FILES):
+        raise UsageError(f"{out} holds files that are not a dataset: choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(out.parent / f".{out.name}.partial-{os.getpid()}")
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+    except OSError as error:
+        raise ArlmError(f"cannot write in {out.parent}: {error.strerror}") from None
+    try:
+        yield stage
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            out.rename(old)
+        stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def build(
+    out: Path,
+    train_sources: list[Source],
+    val_sources: list[Source] | None = None,
+    val_fraction: float = 0.1,
+    tokenizer: tk.Tokenizer | None = None,
+    model_type: str = "bpe",
+    vocab_size: int | None = None,
+    force: bool = False,
+    progress: Progress = _no_progress,
+) -> dict:
+    """Train a tokenizer on the training text (unless one is given), encode train and validation
+    text into `out`, and return the meta written there.
+
+    Args:
+        val_sources: validation files; when None the last `val_fraction` of the training
+            sources (cut at a line end) is held out instead.
+    """
+    started = time.perf_counter()
+    if val_sources is None:
+        train_spans, val_spans = split_spans(train_sources, val_fraction)
+        if val_fraction > 0 and not val_spans:
+            raise UsageError(
+                "the corpus is too small to hold out a validation part: give more text, "
+                "--val FILE, or --val-fraction 0"
+            )
+    else:
+        train_spans = [Span(s.path, 0, s.size) for s in train_sources]
+        val_spans = [Span(s.path, 0, s.size) for s in val_sources]
+    if not sum(span.size for span in train_spans):
+        raise UsageError("the training text is empty: give a corpus with some text in it")
+    with staged_dir(out, force) as stage:
+        trained_on = None
+        if tokenizer is None:
+            lines, characters = sample_lines(train_spans, SAMPLE_BYTES)
+            trained_on = sum(len(line.encode("utf-8", "surrogatepass")) + 1 for line in lines)
+            sentences = tk.training_sentences(lines)
+            tokenizer = tk.train(sentences, model_type, vocab_size, characters)
+        tokenizer.save(stage / "tokenizer.model")
+        train = encode_to_file(tokenizer, train_spans, stage / "train.bin", progress)
+        val = encode_to_file(tokenizer, val_spans, stage / "val.bin", progress)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "vocab_size": tokenizer.vocab_size,
+            "dtype": dtype_for(tokenizer.vocab_size).name,
+            "tokenizer": {
+                "model_type": tokenizer.model_type,
+                "vocab_size": tokenizer.vocab_size,
+                "byte_fallback": tokenizer.byte_fallback,
+                "normalization": "identity",
+                "trained_on_bytes": trained_on,  # None: an existing tokenizer was reused
+                "sha256": hashlib.sha256(tokenizer.proto).hexdigest(),
+            },
+            "train": _split_meta(train),
+            "val": _split_meta(val),
+            "vocab_used": int(np.count_nonzero(train.counts + val.counts)),
+            "sources": {
+                "train": [s.describe() for s in train_sources],
+                "val": None if val_sources is None else [s.describe() for s in val_sources],
+                "val_fraction": None if val_sources is not None else val_fraction,
+            },
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        write_json(stage / "meta.json", meta)
+    return meta
+
+
+def _split_meta(stats: SplitStats) -> dict:
+    return {"tokens": stats.tokens, "bytes": stats.bytes, "chars": stats.chars}
+
+
+# -- reading a dataset ------------------------------------------------------------------------
+
+
+def load_meta(folder: Path) -> dict:
+    """The meta of a tokenized dataset folder, checked for format and version."""
+    path = Path(folder) / "meta.json"
+    if not path.is_file():
+        raise UsageError(f"{folder} is not a tokenized dataset (no meta.json): run `arlm tokenize`")
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArlmError(f"{path} is corrupt: re-create the dataset with `arlm tokenize`") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ArlmError(f"{path} is not an arlm dataset: re-create it with `arlm tokenize`")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArlmError(
+            f"{folder} has dataset format version {meta.get('format_version')}, this arlm reads "
+            f"{FORMAT_VERSION}: upgrade arlm or re-create the dataset with `arlm tokenize`"
+        )
+    return meta
+
+
+def open_ids(folder: Path, split: str = "train") -> np.ndarray:
+    """The ids of one split as a read-only memory map (nothing is read until it is used)."""
+    meta = load_meta(folder)
+    path = Path(folder) / f"{split}.bin"
+    dtype = np.dtype(meta["dtype"])
+    expected = meta[split]["tokens"] * dtype.itemsize
+    if not path.is_file() or path.stat().st_size != expected:
+        raise ArlmError(f"{path} is missing or truncated: re-create it with `arlm tokenize`")
+    if expected == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+# -- batches for training ---------------------------------------------------------------------
+
+
+def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """Cut a 1-D stream into `batch_size` contiguous rows, dropping the ragged tail.
+
+        a b c d e f g          each row is read left to right, and the hidden
+        g h i j k l m          state of row b carries on from one window to the
+        m n o p q r s          next, so row b must stay row b in every batch.
+
+    Rows overlap by one token (the last id of a row is the first of the next), so every id
+    but the very first is a target exactly once. Returns a (batch_size, L + 1) view of `ids`:
+    nothing is copied, and a memory map stays on disk.
+    """
+    length = (len(ids) - 1) // batch_size
+    if length < 1:
+        raise UsageError(
+            f"{len(ids)} tokens are too few for {batch_size} streams: lower --batch-size"
+        )
+    step = ids.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        ids, shape=(batch_size, length + 1), strides=(length * step, step), writeable=False
+    )
+
+
+@dataclass
+class Window:
+    """One TBPTT update: `inputs` and `targets` are (B, T) int64, targets shifted by one.
+    Only targets from column `loss_start` on count in the loss (k2 > k1 reaches back)."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    loss_start: int
+    position: int  # column of `rows` where the counted targets start
+
+
+def windows(rows: np.ndarray, k1: int, k2: int | None = None, start: int = 0) -> Iterator[Window]:
+    """TBPTT windows over `rows` from column `start`: every k1 tokens, an update that reads the
+    last k2 (>= k1) tokens and counts the loss of the last k1 targets only, so each target is
+    trained on once per pass. Each window is a small copy; the corpus never is."""
+    k2 = k2 or k1
+    if not 1 <= k1 <= k2:
+        raise UsageError(f"need 1 <= k1 <= k2, got k1={k1}, k2={k2}")
+    length = rows.shape[1] - 1
+    for position in range(start, length, k1):
+        end = min(position + k1, length)
+        begin = max(0, position - (k2 - k1))
+        block = np.asarray(rows[:, begin : end + 1], dtype=np.int64)
+        yield Window(block[:, :-1], block[:, 1:], position - begin, position)
