@@ -28,10 +28,11 @@ demo: $(STAMP)
 	$(BIN)/arlm tokenize --builtin python-docs --out $(DEMO) --vocab-size 2000 --force
 	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --text "def greet(name): return f'Hello, {name}!'"
 	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --text "Ünïcödé and emoji 🐍 still round-trip"
+	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --decode "1100 502 1032 1914 1941 602 844"
 
 lint: $(STAMP)
-	$(BIN)/ruff check arlm tests
-	$(BIN)/ruff format --check arlm tests
+	$(BIN)/ruff check arlm tests bench
+	$(BIN)/ruff format --check arlm tests bench
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis $(DEMO)

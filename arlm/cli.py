@@ -146,7 +146,14 @@ def tokenize(
         with _progress() as progress:
             task = progress.add_task("encoding", total=total)
             meta = data.build(
-                out, sources, val_sources, fraction, reused, model_type, vocab_size, force,
+                out,
+                sources,
+                val_sources,
+                fraction,
+                reused,
+                model_type,
+                vocab_size,
+                force,
                 progress=lambda n: progress.advance(task, n),
             )
     _summarize(meta, out)
@@ -161,8 +168,13 @@ def _summarize(meta: dict, out: Path) -> None:
     for split in ("train", "val"):
         part = meta[split]
         per_token = part["bytes"] / part["tokens"] if part["tokens"] else 0.0
-        table.add_row(split, f"{part['chars']:,}", f"{part['bytes']:,}", f"{part['tokens']:,}",
-                      f"{per_token:.2f}")
+        table.add_row(
+            split,
+            f"{part['chars']:,}",
+            f"{part['bytes']:,}",
+            f"{part['tokens']:,}",
+            f"{per_token:.2f}",
+        )
     console.print(table)
     tok = meta["tokenizer"]
     console.print(
@@ -184,7 +196,9 @@ def _inspect(tok: Tokenizer, text: str | None, decode: str | None, json_output: 
         try:
             ids = [int(word) for word in decode.replace(",", " ").split()]
         except ValueError:
-            raise UsageError(f"--decode takes whole numbers separated by spaces, got {decode!r}")
+            raise UsageError(
+                f"--decode takes whole numbers separated by spaces, got {decode!r}"
+            ) from None
         decoded = tok.decode(ids)
         if json_output:
             return _print_json({"ids": ids, "text": decoded})

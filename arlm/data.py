@@ -291,6 +291,9 @@ def build(
             sources (cut at a line end) is held out instead.
     """
     started = time.perf_counter()
+    if not sum(source.size for source in train_sources):
+        names = ", ".join(source.label or str(source.path) for source in train_sources)
+        raise UsageError(f"the corpus is empty ({names}): give a file with some text in it")
     if val_sources is None:
         train_spans, val_spans = split_spans(train_sources, val_fraction)
         if val_fraction > 0 and not val_spans:

@@ -53,7 +53,9 @@ def test_scan_counts_and_locates_bytes_that_are_not_utf8(tmp_path):
     assert source.invalid_bytes == 2
     offset, line = source.first_invalid
     assert (offset, line) == (len(b"line one\nline two caf"), 2)
-    with pytest.raises(ArlmError, match=r"2 bytes are not UTF-8 \(first at byte offset 21, line 2\)"):
+    with pytest.raises(
+        ArlmError, match=r"2 bytes are not UTF-8 \(first at byte offset 21, line 2\)"
+    ):
         data.check_utf8([source], "refuse")
     data.check_utf8([source], "replace")  # accepted: read as U+FFFD
 
@@ -78,8 +80,9 @@ def test_chunked_encoding_reproduces_any_text(tokenizers, tmp_path_factory, text
 def test_build_reproduces_train_and_val_text_byte_for_byte(tmp_path, corpus, kind, monkeypatch):
     monkeypatch.setattr(data, "BLOCK_BYTES", 256)  # many chunks, even on a tiny corpus
     size = 340 if kind == "bpe" else None
-    meta = data.build(tmp_path / "ds", [data.scan(corpus)], val_fraction=0.2, model_type=kind,
-                      vocab_size=size)
+    meta = data.build(
+        tmp_path / "ds", [data.scan(corpus)], val_fraction=0.2, model_type=kind, vocab_size=size
+    )
     tok = Tokenizer.load(tmp_path / "ds")
     train = tok.decode(data.open_ids(tmp_path / "ds", "train"))
     val = tok.decode(data.open_ids(tmp_path / "ds", "val"))
@@ -143,7 +146,9 @@ def test_a_newer_dataset_format_is_refused(tmp_path, corpus):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(2, 400), batch=st.integers(1, 9), k1=st.integers(1, 20), extra=st.integers(0, 9))
+@given(
+    n=st.integers(2, 400), batch=st.integers(1, 9), k1=st.integers(1, 20), extra=st.integers(0, 9)
+)
 def test_every_token_but_the_first_is_a_target_exactly_once(n, batch, k1, extra):
     ids = np.arange(n, dtype=np.uint32)
     if (n - 1) // batch < 1:

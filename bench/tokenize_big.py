@@ -1,0 +1,83 @@
+"""Tokenize a large generated corpus and report time, throughput and peak memory.
+
+    python bench/tokenize_big.py --gigabytes 1
+
+The corpus is WikiText-2's training text repeated (or generated words when ../shared/data is
+absent), written to a temporary folder; `arlm tokenize` runs as a child process so that its peak
+resident memory (ru_maxrss) is measured alone.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "train.txt"
+
+
+def make_corpus(path: Path, size: int) -> None:
+    if SHARED.exists():
+        block = SHARED.read_bytes()
+    else:
+        words = b"the of and to in a is that for it as was with be by on not he".split()
+        block = (
+            b"\n".join(
+                b" ".join(words[(i * 7 + j) % len(words)] for j in range(12))
+                for i in range(200_000)
+            )
+            + b"\n"
+        )
+    with open(path, "wb") as out:
+        written = 0
+        while written < size:
+            out.write(block[: size - written])
+            written += min(len(block), size - written)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gigabytes", type=float, default=1.0)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="arlm-big-") as tmp:
+        corpus = Path(tmp) / "big.txt"
+        make_corpus(corpus, int(args.gigabytes * 1e9))
+        started = time.perf_counter()
+        command = [
+            sys.executable,
+            "-m",
+            "arlm",
+            "tokenize",
+            str(corpus),
+            "--out",
+            str(Path(tmp) / "ds"),
+            "--vocab-size",
+            str(args.vocab_size),
+            "--json",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        if result.returncode:
+            sys.exit(result.stderr)
+        meta = json.loads(result.stdout)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        tokens = meta["train"]["tokens"] + meta["val"]["tokens"]
+        report = {
+            "corpus_bytes": corpus.stat().st_size,
+            "seconds": round(seconds, 1),
+            "megabytes_per_second": round(corpus.stat().st_size / seconds / 1e6, 2),
+            "tokens": tokens,
+            "peak_rss_megabytes": round(peak / 1e6, 1),
+            "tokenizer_trained_on_bytes": meta["tokenizer"]["trained_on_bytes"],
+            "cpu_count": os.cpu_count(),
+        }
+        print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
