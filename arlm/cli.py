@@ -109,8 +109,12 @@ def tokenize(
         bool, typer.Option("--json", help="Machine-readable output on stdout.")
     ] = False,
 ) -> None:
-    """Train a SentencePiece tokenizer and encode a corpus into a dataset folder, or show how a
-    tokenizer encodes (--text) and decodes (--decode)."""
+    """Tokenize a corpus into a dataset folder, or inspect a tokenizer.
+
+    Trains a SentencePiece tokenizer on the training text (or reuses --tokenizer), then encodes
+    training and validation text into train.bin and val.bin. With --tokenizer, --text shows the
+    pieces and ids of a text and --decode turns ids back into text.
+    """
     if text is not None or decode is not None:
         if corpus or builtin or out:
             raise UsageError("--text/--decode inspect a tokenizer: drop the corpus and --out")
@@ -206,4 +210,17 @@ def _inspect(tok: Tokenizer, text: str | None, decode: str | None, json_output: 
 
 
 def main() -> None:
-    app()
+    """The console script: like `app()`, but a usage error is one line, as ours are."""
+    from typer._click.exceptions import ClickException
+
+    try:
+        code = app(standalone_mode=False)
+    except ClickException as error:
+        if message := error.format_message():
+            console.print(
+                f"[bold red]error:[/] {message} (see --help)", highlight=False, soft_wrap=True
+            )
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -255,3 +255,17 @@ def test_python_dash_m_arlm_works():
         [sys.executable, "-m", "arlm", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "tokenize" in result.stdout
+
+
+def test_console_script_prints_usage_errors_on_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "arlm", "tokenize", "--bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: No such option: --bogus (Possible options: --out) (see --help)"
+    ]
+    assert result.stdout == ""
