@@ -224,3 +224,78 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# -- train ------------------------------------------------------------------------------------
+
+ModelKind = Literal["elman", "jordan", "lstm", "gru"]
+
+
+@app.command()
+@clean_errors
+def train(
+    data_path: Annotated[
+        Path | None,
+        typer.Option("--data", help="A dataset folder (arlm tokenize), or a text file."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Checkpoint folder [default: checkpoints/MODEL].")
+    ] = None,
+    model: Annotated[ModelKind | None, typer.Option(help="Model kind [default: lstm].")] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="[default: 128]")] = None,
+    hidden_size: Annotated[int | None, typer.Option(help="[default: 256]")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="[default: 2]")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Between layers [default: 0.1].")] = None,
+    tie_weights: Annotated[
+        bool | None, typer.Option("--tie-weights", help="Share input and output embeddings.")
+    ] = None,
+    input: Annotated[
+        Literal["embedding", "one-hot"] | None,
+        typer.Option("--input", help="Input layer [default: embedding]."),
+    ] = None,
+    nonlinearity: Annotated[
+        Literal["tanh", "relu"] | None, typer.Option(help="Elman only [default: tanh].")
+    ] = None,
+    jordan_decay: Annotated[
+        float | None, typer.Option(help="Jordan context self-loop a [default: 0.5].")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Parallel streams [default: 32].")] = None,
+    bptt: Annotated[int | None, typer.Option(help="Sets both --k1 and --k2.")] = None,
+    k1: Annotated[int | None, typer.Option(help="Tokens between updates [default: 64].")] = None,
+    k2: Annotated[int | None, typer.Option(help="Tokens backpropagated [default: k1].")] = None,
+    optimizer: Annotated[
+        Literal["adamw", "sgd"] | None, typer.Option(help="[default: adamw]")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate [default: 3e-3].")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="[default: 0.01]")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warmup steps [default: 50].")] = None,
+    schedule: Annotated[
+        Literal["cosine", "constant"] | None, typer.Option(help="[default: cosine]")
+    ] = None,
+    clip: Annotated[float | None, typer.Option(help="Gradient norm clip, 0: off [1.0].")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Steps [default: 200].")] = None,
+    patience: Annotated[int | None, typer.Option(help="Evaluations without progress.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many updates.")] = None,
+    epochs: Annotated[
+        float | None, typer.Option(help="Passes over the data [default: 10].")
+    ] = None,
+    time_budget: Annotated[str | None, typer.Option(help="Stop after e.g. 90s, 10m, 1h.")] = None,
+    seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
+    device: Annotated[
+        Literal["auto", "cpu", "cuda", "mps"] | None, typer.Option(help="[default: auto]")
+    ] = None,
+    precision: Annotated[
+        Literal["auto", "fp32", "bf16", "fp16"] | None, typer.Option(help="[default: auto]")
+    ] = None,
+    compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with these settings.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue this checkpoint.")] = None,
+    log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 10,
+    force: Annotated[bool, typer.Option(help="Start over in an existing --out.")] = False,
+) -> None:
+    """Train a recurrent language model with truncated backpropagation through time."""
+    flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "force")}
+    flags["data"] = flags.pop("data_path")
+    from arlm import train_cli  # torch loads only for the commands that need it
+
+    train_cli.main(flags, config, resume, force, console)

@@ -410,11 +410,16 @@ def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
 @dataclass
 class Window:
     """One TBPTT update: `inputs` and `targets` are (B, T) int64, targets shifted by one.
-    Only targets from column `loss_start` on count in the loss (k2 > k1 reaches back)."""
+
+    Only targets from column `loss_start` on count in the loss (with k2 > k1 the window reaches
+    back k2 - k1 tokens before them). The next window starts at column `carry` of this one: the
+    state there is the one to carry on.
+    """
 
     inputs: np.ndarray
     targets: np.ndarray
     loss_start: int
+    carry: int
     position: int  # column of `rows` where the counted targets start
 
 
@@ -427,7 +432,9 @@ def windows(rows: np.ndarray, k1: int, k2: int | None = None, start: int = 0) ->
         raise UsageError(f"need 1 <= k1 <= k2, got k1={k1}, k2={k2}")
     length = rows.shape[1] - 1
     for position in range(start, length, k1):
-        end = min(position + k1, length)
         begin = max(0, position - (k2 - k1))
+        end = min(position + k1, length)
+        next_begin = max(0, position + k1 - (k2 - k1))
         block = np.asarray(rows[:, begin : end + 1], dtype=np.int64)
-        yield Window(block[:, :-1], block[:, 1:], position - begin, position)
+        carry = min(next_begin - begin, end - begin)
+        yield Window(block[:, :-1], block[:, 1:], position - begin, carry, position)

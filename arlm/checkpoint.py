@@ -1,0 +1,130 @@
+"""The only code that knows the checkpoint format. A checkpoint is a folder:
+
+    config.json          format version, model config, training config, dataset facts
+    model.safetensors    the best weights so far (by validation loss): what generate/eval use
+    last.safetensors     the latest weights: what --resume continues from
+    trainer_state.pt     optimizer, counters, RNG states, carried hidden state: tensors and plain
+                         values only, read with torch.load(weights_only=True), never unpickled
+    tokenizer.model      a copy of the dataset's tokenizer
+    metrics.jsonl        one JSON object per logged step and per evaluation
+    learning_curve.png   train and validation loss against tokens seen
+
+Weights are never a pickled module. Each file is written beside its final name, synced, then
+renamed into place, so a crash leaves the previous file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from arlm.errors import ArlmError, UsageError
+from arlm.models import ModelConfig, RecurrentLM, build_model
+
+FORMAT = "arlm-checkpoint"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+BEST = "model.safetensors"
+LAST = "last.safetensors"
+TRAINER = "trainer_state.pt"
+TOKENIZER = "tokenizer.model"
+METRICS = "metrics.jsonl"
+CURVE = "learning_curve.png"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary path)`, sync it, and rename it over `path`."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise ArlmError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: dict) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def save_weights(model: RecurrentLM, folder: Path, name: str) -> None:
+    atomic_write(Path(folder) / name, lambda p: save_model(model, str(p)))
+
+
+def save_trainer_state(state: dict, folder: Path) -> None:
+    atomic_write(Path(folder) / TRAINER, lambda p: torch.save(state, p))
+
+
+def read_config(folder: Path) -> dict:
+    """config.json of a checkpoint, checked for format and version."""
+    folder = Path(folder)
+    path = folder / CONFIG
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a checkpoint folder: give the --out of `arlm train`")
+    if not path.is_file():
+        raise UsageError(f"{folder} has no {CONFIG}: it is not an arlm checkpoint")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArlmError(f"{path} is corrupt: retrain, or restore it from a copy") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ArlmError(f"{path} is not an arlm checkpoint config")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ArlmError(
+            f"{folder} has checkpoint format version {config.get('format_version')}, this arlm "
+            f"reads {FORMAT_VERSION}: upgrade arlm"
+        )
+    return config
+
+
+def load(
+    folder: Path, which: str = BEST, device: str | torch.device = "cpu"
+) -> tuple[RecurrentLM, dict]:
+    """Rebuild the model of a checkpoint with its weights; returns (model, config)."""
+    config = read_config(folder)
+    model = build_model(ModelConfig.from_dict(config["model"]))
+    path = Path(folder) / which
+    if not path.is_file():
+        raise UsageError(f"{folder} has no {which}: the run saved no weights yet")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise ArlmError(f"{path} is damaged or foreign ({error}): retrain or restore it") from None
+    if missing or unexpected:
+        raise ArlmError(f"{path} does not fit its config.json (missing {missing[:3]}...)")
+    return model.to(device), config
+
+
+def load_trainer_state(folder: Path) -> dict:
+    """The trainer state, read without unpickling arbitrary objects."""
+    path = Path(folder) / TRAINER
+    if not path.is_file():
+        raise UsageError(f"{folder} has no {TRAINER}: it cannot be resumed")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refuses anything but tensors and plain values
+        raise ArlmError(
+            f"{path} is damaged or unsafe to load ({error.__class__.__name__})"
+        ) from None
+
+
+def append_metrics(folder: Path, record: dict) -> None:
+    with open(Path(folder) / METRICS, "a") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    path = Path(folder) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,12 @@
+"""Language models: the recurrent family behind one interface (see recurrent.py)."""
+
+from arlm.models.recurrent import (
+    REGISTRY,
+    ModelConfig,
+    RecurrentLM,
+    State,
+    build_model,
+    detach,
+)
+
+__all__ = ["REGISTRY", "ModelConfig", "RecurrentLM", "State", "build_model", "detach"]

@@ -1,0 +1,438 @@
+"""Truncated backpropagation through time, as a generator of records.
+
+Nothing in this file knows the model family, the console or the file system: it takes a model
+with the RecurrentLM interface and token ids, and yields what happened. The CLI prints, plots and
+saves checkpoints from those records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arlm.data import Window, batchify, windows
+from arlm.errors import UsageError
+from arlm.models import RecurrentLM, State, detach
+
+LN2 = math.log(2)
+
+
+@dataclass
+class TrainConfig:
+    """How to train; stored in the checkpoint. Defaults train a small corpus well on a CPU."""
+
+    batch_size: int = 32  # parallel streams B
+    k1: int = 64  # tokens between updates
+    k2: int | None = None  # tokens backpropagated (>= k1); None: k1
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.1  # cosine decays to lr * this
+    clip: float = 1.0  # gradient norm clipping; 0 turns it off
+    eval_every: int = 200
+    patience: int | None = None  # evaluations without improvement before stopping
+    max_steps: int | None = None
+    epochs: float | None = 10.0
+    time_budget: float | None = None  # seconds
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    compile: bool = False
+
+    @property
+    def backprop_steps(self) -> int:
+        return self.k2 or self.k1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def check(self) -> None:
+        positive = ("batch_size", "k1", "eval_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if self.k2 is not None and self.k2 < self.k1:
+            raise UsageError(f"--k2 ({self.k2}) must be at least --k1 ({self.k1})")
+        for name in ("max_steps", "epochs", "time_budget", "patience"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.clip < 0 or self.warmup_steps < 0:
+            raise UsageError("--lr must be positive; --weight-decay, --clip, --warmup >= 0")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise UsageError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise UsageError(f"--schedule must be cosine or constant, got {self.schedule!r}")
+        if self.max_steps is None and self.epochs is None and self.time_budget is None:
+            raise UsageError("give a way to stop: --max-steps, --epochs or --time-budget")
+
+
+@dataclass
+class StepRecord:
+    step: int
+    epoch: int
+    tokens: int  # training targets seen so far
+    loss: float  # nats per token, this update
+    lr: float
+    grad_norm: float
+    clipped: bool
+    tokens_per_second: float
+    elapsed: float
+    progress: float  # 0..1 towards the first stopping rule
+
+
+@dataclass
+class EvalRecord:
+    step: int
+    tokens: int
+    val_loss: float
+    perplexity: float
+    bits_per_byte: float
+    best: bool
+    elapsed: float
+
+
+@dataclass
+class StopRecord:
+    step: int
+    reason: str
+
+
+# -- devices and precision --------------------------------------------------------------------
+
+
+def pick_device(name: str) -> torch.device:
+    """auto: CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: no Apple GPU is available here; use --device cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 autocast where the hardware has it (fp32 master weights), else fp32 or fp16."""
+    if name == "auto":
+        if device.type == "cpu":
+            fast = (
+                torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            )
+            return torch.bfloat16 if fast else torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name == "fp16" and device.type == "cpu":
+        raise UsageError("--precision fp16 has no fast path on a CPU: use bf16 or fp32")
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name not in table:
+        raise UsageError(f"--precision must be auto, fp32, bf16 or fp16, got {name!r}")
+    return table[name]
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+EVAL_STREAMS = 16
+EVAL_WINDOW = 256
+
+
+@torch.no_grad()
+def evaluate(
+    model: RecurrentLM,
+    ids: np.ndarray,
+    device: torch.device | None = None,
+    precision: torch.dtype = torch.float32,
+    streams: int = EVAL_STREAMS,
+) -> tuple[float, int]:
+    """Mean loss in nats per token over `ids`, read as `streams` parallel rows with the state
+    carried from window to window (as training reads). Returns (mean loss, tokens scored)."""
+    device = device or next(model.parameters()).device
+    if len(ids) < 2:
+        raise UsageError("the evaluation text is too short: it needs at least two tokens")
+    streams = max(1, min(streams, (len(ids) - 1) // 8))
+    rows = batchify(ids, streams)
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    try:
+        for window in windows(rows, EVAL_WINDOW):
+            inputs, targets = _to_device(window, device)
+            with autocast(device, precision):
+                logits, state = model(inputs, state)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+            total += loss.item()
+            count += targets.numel()
+    finally:
+        model.train(was_training)
+    return total / count, count
+
+
+def _to_device(window: Window, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs = torch.from_numpy(window.inputs).to(device, non_blocking=True)
+    targets = torch.from_numpy(window.targets).to(device, non_blocking=True)
+    return inputs, targets
+
+
+# -- the trainer ------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains `model` on `train_ids` with TBPTT; `run()` yields a record after each update.
+
+    The B rows of the training stream are read in parallel. The hidden state is carried from
+    one window to the next and detached at the window edge; it is reset at the start of each
+    pass. All that a resumed run needs is in `state_dict()`.
+    """
+
+    def __init__(
+        self,
+        model: RecurrentLM,
+        train_ids: np.ndarray,
+        val_ids: np.ndarray,
+        config: TrainConfig,
+        val_bytes_per_token: float = 1.0,
+    ) -> None:
+        config.check()
+        self.config = config
+        self.device = pick_device(config.device)
+        self.precision = pick_precision(config.precision, self.device)
+        self.model = model.to(self.device)
+        self.rows = batchify(train_ids, config.batch_size)
+        self.val_ids = val_ids
+        self.val_bytes_per_token = val_bytes_per_token
+        self.optimizer = self._make_optimizer()
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.precision == torch.float16
+        )
+        self.forward = torch.compile(model) if config.compile else model
+        self.step = self.epoch = self.position = self.tokens = self.clip_count = 0
+        self.elapsed = 0.0
+        self.best_loss = math.inf
+        self.evals_since_best = 0
+        self.evaluated_at = -1
+        self.carried: State | None = None
+        self._stop_reason: str | None = None
+        self.warnings: list[str] = []  # for the caller to show; the trainer never prints
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        # weight decay on matrices only: decaying biases and norms just hurts
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        rest = [p for p in self.model.parameters() if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ]
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=self.config.lr)
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99))
+
+    # -- schedule and stopping ---------------------------------------------------------------
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil((self.rows.shape[1] - 1) / self.config.k1)
+
+    def progress(self) -> float:
+        """How far along the first stopping rule is, from 0 to 1: the cosine follows it."""
+        c = self.config
+        fractions = [0.0]
+        if c.max_steps:
+            fractions.append(self.step / c.max_steps)
+        if c.epochs:
+            done = self.epoch + self.position / max(1, self.rows.shape[1] - 1)
+            fractions.append(done / c.epochs)
+        if c.time_budget:
+            fractions.append(self.elapsed / c.time_budget)
+        return min(1.0, max(fractions))
+
+    def learning_rate(self) -> float:
+        c = self.config
+        if self.step < c.warmup_steps:
+            return c.lr * (self.step + 1) / c.warmup_steps
+        if c.schedule == "constant":
+            return c.lr
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
+        return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Finish the current update, then stop (used for Ctrl-C): the state stays exact."""
+        self._stop_reason = reason
+
+    def _should_stop(self) -> str | None:
+        c = self.config
+        if self._stop_reason:
+            return self._stop_reason
+        if c.max_steps and self.step >= c.max_steps:
+            return "max steps"
+        if c.epochs and self.epoch + self.position / max(1, self.rows.shape[1] - 1) >= c.epochs:
+            return "epochs"
+        if c.time_budget and self.elapsed >= c.time_budget:
+            return "time budget"
+        if c.patience and self.evals_since_best >= c.patience:
+            return "patience"
+        return None
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> Iterator[StepRecord | EvalRecord | StopRecord]:
+        self.model.train()
+        while (reason := self._should_stop()) is None:
+            for window in windows(self.rows, self.config.k1, self.config.k2, self.position):
+                yield self._update(window)
+                if self.step % self.config.eval_every == 0:
+                    yield self.evaluate()
+                if (reason := self._should_stop()) is not None:
+                    break
+            else:  # a full pass: start the next one from a fresh state
+                self.epoch, self.position, self.carried = self.epoch + 1, 0, None
+                continue
+            break
+        if self.evaluated_at != self.step:
+            yield self.evaluate()
+        yield StopRecord(self.step, reason)
+
+    def _update(self, window: Window) -> StepRecord:
+        started = time.perf_counter()
+        inputs, targets = _to_device(window, self.device)
+        state = self.carried or self.model.init_state(inputs.shape[0])
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.precision):
+            logits, carried = self._forward(inputs, state, window.carry)
+        # only the last k1 targets count: with k2 > k1 the earlier ones were counted before
+        counted = logits[:, window.loss_start :].float()
+        loss = F.cross_entropy(counted.flatten(0, 1), targets[:, window.loss_start :].flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.config.clip or math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.carried = detach(carried)  # keep the values, cut the history
+        self.step += 1
+        self.position = window.position + self.config.k1
+        seen = targets[:, window.loss_start :].numel()
+        self.tokens += seen
+        clipped = grad_norm > clip
+        self.clip_count += clipped
+        seconds = time.perf_counter() - started
+        self.elapsed += seconds
+        return StepRecord(
+            self.step,
+            self.epoch,
+            self.tokens,
+            loss.item(),
+            lr,
+            grad_norm,
+            clipped,
+            seen / seconds,
+            self.elapsed,
+            self.progress(),
+        )
+
+    def _forward(
+        self, inputs: torch.Tensor, state: State, carry: int
+    ) -> tuple[torch.Tensor, State]:
+        """Run the window, returning its logits and the state at column `carry`, where the next
+        window begins (the end, unless k2 > k1 makes windows overlap)."""
+        if carry == 0:
+            return self._call(inputs, state)[0], state
+        if carry >= inputs.shape[1]:
+            return self._call(inputs, state)
+        head, carried = self._call(inputs[:, :carry], state)
+        tail, _ = self._call(inputs[:, carry:], carried)
+        return torch.cat([head, tail], dim=1), carried
+
+    def _call(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        try:
+            return self.forward(inputs, state)
+        except Exception as error:  # torch.compile fails at the first call, not at compile()
+            if self.forward is self.model:
+                raise
+            self.forward = self.model
+            self.warnings.append(f"torch.compile failed ({error.__class__.__name__}): eager mode")
+            return self.model(inputs, state)
+
+    def evaluate(self) -> EvalRecord:
+        started = time.perf_counter()
+        loss, _ = evaluate(self.model, self.val_ids, self.device, self.precision)
+        self.elapsed += time.perf_counter() - started
+        self.evaluated_at = self.step
+        best = loss < self.best_loss
+        if best:
+            self.best_loss, self.evals_since_best = loss, 0
+        else:
+            self.evals_since_best += 1
+        return EvalRecord(
+            self.step,
+            self.tokens,
+            loss,
+            math.exp(min(loss, 50)),
+            loss / LN2 / self.val_bytes_per_token,
+            best,
+            self.elapsed,
+        )
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything but the weights that an exact resume needs: plain values and tensors
+        only, so it loads with torch.load(weights_only=True)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "counters": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.position,
+                "tokens": self.tokens,
+                "clip_count": self.clip_count,
+                "elapsed": self.elapsed,
+                "best_loss": self.best_loss,
+                "evals_since_best": self.evals_since_best,
+                "evaluated_at": self.evaluated_at,
+            },
+            "carried": list(self.carried) if self.carried is not None else [],
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        for name, value in state["counters"].items():
+            setattr(self, name, value)
+        carried = [t.to(self.device) for t in state["carried"]]
+        self.carried = tuple(carried) if carried else None
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])

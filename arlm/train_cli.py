@@ -1,0 +1,301 @@
+"""`arlm train` on the console and the file system: settings, datasets, checkpoints, metrics,
+the learning curve and the progress display. The trainer itself prints and writes nothing."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from arlm import __version__, checkpoint, data, settings
+from arlm.errors import UsageError
+from arlm.models import build_model
+from arlm.plot import learning_curve
+from arlm.train import EvalRecord, StepRecord, StopRecord, Trainer, TrainConfig
+
+CHECKPOINT_FILES = (
+    checkpoint.CONFIG,
+    checkpoint.BEST,
+    checkpoint.LAST,
+    checkpoint.TRAINER,
+    checkpoint.TOKENIZER,
+    checkpoint.METRICS,
+    checkpoint.CURVE,
+)
+
+
+def main(
+    flags: dict, config_path: Path | None, resume: Path | None, force: bool, console: Console
+) -> None:
+    values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
+    log_every = values.pop("log_every", 10) or 10
+    if resume is not None:
+        trainer, out, dataset = _resume(Path(resume), values)
+    else:
+        trainer, out, dataset = _start(values, force, console)
+    config = _describe(trainer, dataset)
+    checkpoint.write_json(out / checkpoint.CONFIG, config)
+    _report_start(trainer, out, console)
+    _loop(trainer, out, config, console, log_every)
+
+
+# -- setting up -------------------------------------------------------------------------------
+
+
+def _start(values: dict, force: bool, console: Console) -> tuple[Trainer, Path, Path]:
+    model_config = settings.model_config(values)
+    train_config = settings.train_config(values)
+    out = Path(values.get("out") or Path("checkpoints") / model_config.kind)
+    if (out / checkpoint.CONFIG).exists():
+        if not force:
+            raise UsageError(
+                f"{out} holds a checkpoint: continue it with --resume {out}, "
+                "or pass --force to start over"
+            )
+        for name in CHECKPOINT_FILES:
+            (out / name).unlink(missing_ok=True)
+    if values.get("data") is None:
+        raise UsageError("--data is required: a dataset folder (arlm tokenize) or a text file")
+    model_config.check()
+    train_config.check()
+    dataset = _dataset(Path(values["data"]), out, console)
+    meta = data.load_meta(dataset)
+    model_config.vocab_size = meta["vocab_size"]
+    torch.manual_seed(train_config.seed)
+    model = build_model(model_config)
+    trainer = _trainer(model, dataset, meta, train_config)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(dataset / "tokenizer.model", out / checkpoint.TOKENIZER)
+    return trainer, out, dataset
+
+
+def _dataset(path: Path, out: Path, console: Console) -> Path:
+    """A dataset folder as it is; a text file tokenized (characters) into OUT/dataset first."""
+    if path.is_dir():
+        return path
+    source = data.scan(path)  # refuses missing paths clearly
+    data.check_utf8([source], "refuse")
+    target = out / "dataset"
+    if target.is_dir():
+        try:
+            meta = data.load_meta(target)
+            if meta["sources"]["train"][0]["sha256"] == source.sha256:
+                return target
+        except Exception:  # a damaged leftover: tokenize again
+            pass
+    console.print(f"tokenizing {path} (characters, 10% for validation) into {target}")
+    data.build(target, [source], model_type="char", force=True)
+    return target
+
+
+def _trainer(model, dataset: Path, meta: dict, config: TrainConfig) -> Trainer:
+    train_ids, val_ids = data.open_ids(dataset, "train"), data.open_ids(dataset, "val")
+    if len(val_ids) < 2:
+        raise UsageError(
+            f"{dataset} has no validation text: re-tokenize with --val-fraction or --val"
+        )
+    val = meta["val"]
+    return Trainer(model, train_ids, val_ids, config, val["bytes"] / val["tokens"])
+
+
+def _resume(folder: Path, values: dict) -> tuple[Trainer, Path, Path]:
+    saved = checkpoint.read_config(folder)
+    changed = [k for k in settings.MODEL_FIELDS if k in values]
+    if changed:
+        raise UsageError(
+            f"--resume keeps the model it saved: drop --{changed[0].replace('_', '-')}"
+        )
+    dataset = Path(values.get("data") or saved["data"]["path"])
+    meta = data.load_meta(dataset)
+    if meta["tokenizer"]["sha256"] != saved["data"]["tokenizer_sha256"]:
+        raise UsageError(
+            f"{dataset} was tokenized with another tokenizer than {folder}: resume on the "
+            "dataset it was trained on"
+        )
+    train_config = settings.train_config(values, TrainConfig.from_dict(saved["train"]))
+    train_config.check()
+    model, _ = checkpoint.load(folder, checkpoint.LAST)
+    trainer = _trainer(model, dataset, meta, train_config)
+    state = checkpoint.load_trainer_state(folder)
+    trainer.load_state_dict(state)
+    return trainer, folder, dataset
+
+
+def _describe(trainer: Trainer, dataset: Path) -> dict:
+    meta = data.load_meta(dataset)
+    return {
+        "format": checkpoint.FORMAT,
+        "format_version": checkpoint.FORMAT_VERSION,
+        "arlm_version": __version__,
+        "model": trainer.model.config.to_dict(),
+        "train": trainer.config.to_dict(),
+        "parameters": trainer.model.num_parameters(),
+        "data": {
+            "path": str(dataset.resolve()),
+            "vocab_size": meta["vocab_size"],
+            "tokenizer_sha256": meta["tokenizer"]["sha256"],
+            "model_type": meta["tokenizer"]["model_type"],
+            "train_tokens": meta["train"]["tokens"],
+            "val_tokens": meta["val"]["tokens"],
+            "val_bytes": meta["val"]["bytes"],
+            "val_chars": meta["val"]["chars"],
+        },
+        "device": str(trainer.device),
+        "precision": str(trainer.precision).removeprefix("torch."),
+    }
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+def _report_start(trainer: Trainer, out: Path, console: Console) -> None:
+    c, m = trainer.config, trainer.model.config
+    console.print(
+        f"{m.kind} {m.num_layers}x{m.hidden_size}, {trainer.model.num_parameters():,} parameters"
+        f" | {c.batch_size} streams, k1={c.k1} k2={c.backprop_steps}, "
+        f"{trainer.steps_per_epoch} steps per pass | {trainer.device}, "
+        f"{str(trainer.precision).removeprefix('torch.')}, {torch.get_num_threads()} threads"
+        f" | {out}",
+        highlight=False,
+    )
+
+
+class _StopOnSignal:
+    """First Ctrl-C (or SIGTERM): finish the update, save, exit. Second Ctrl-C: stop now."""
+
+    def __init__(self, trainer: Trainer, console: Console) -> None:
+        self.trainer, self.console, self.hits = trainer, console, 0
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame) -> None:
+        self.hits += 1
+        if self.hits > 1:
+            raise KeyboardInterrupt
+        self.console.print("stopping after this update and saving (Ctrl-C again to abort)")
+        self.trainer.request_stop("interrupted")
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def _save(trainer: Trainer, out: Path, best: bool) -> None:
+    if best:
+        checkpoint.save_weights(trainer.model, out, checkpoint.BEST)
+    checkpoint.save_weights(trainer.model, out, checkpoint.LAST)
+    checkpoint.save_trainer_state(trainer.state_dict(), out)
+
+
+def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every: int) -> None:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    window: list[StepRecord] = []
+    last_line, started = 0.0, time.perf_counter()
+    stop = None
+    with _StopOnSignal(trainer, console), progress:
+        task = progress.add_task("training", total=1000, status="")
+        for record in trainer.run():
+            if isinstance(record, StepRecord):
+                window.append(record)
+                if record.step % log_every == 0:
+                    line = _log_steps(window, out)
+                    window = []
+                    progress.update(task, completed=1000 * record.progress, status=line)
+                    if not console.is_terminal and time.perf_counter() - last_line > 2:
+                        console.print(line, highlight=False)
+                        last_line = time.perf_counter()
+            elif isinstance(record, EvalRecord):
+                if window:
+                    _log_steps(window, out)
+                    window = []
+                checkpoint.append_metrics(out, asdict(record))
+                _save(trainer, out, record.best)
+                learning_curve(checkpoint.read_metrics(out), out / checkpoint.CURVE, _title(config))
+                progress.console.print(_eval_line(record), highlight=False)
+            elif isinstance(record, StopRecord):
+                stop = record
+                _save(trainer, out, best=False)
+        for warning in trainer.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+    _summary(trainer, out, stop, time.perf_counter() - started, console)
+
+
+def _log_steps(window: list[StepRecord], out: Path) -> str:
+    """Average the updates since the last log line, append them to metrics.jsonl."""
+    last = window[-1]
+    record = {
+        "step": last.step,
+        "epoch": last.epoch,
+        "tokens": last.tokens,
+        "loss": sum(r.loss for r in window) / len(window),
+        "lr": last.lr,
+        "grad_norm": sum(r.grad_norm for r in window) / len(window),
+        "clipped": sum(r.clipped for r in window) / len(window),
+        "tokens_per_second": len(window) / sum(1 / r.tokens_per_second for r in window),
+        "elapsed": last.elapsed,
+    }
+    checkpoint.append_metrics(out, record)
+    return (
+        f"step {last.step} loss {record['loss']:.3f} lr {last.lr:.2e} "
+        f"|g| {record['grad_norm']:.2f} {record['tokens_per_second']:,.0f} tok/s"
+    )
+
+
+def _eval_line(record: EvalRecord) -> str:
+    mark = " (best)" if record.best else ""
+    return (
+        f"step {record.step}: validation loss {record.val_loss:.4f}, perplexity "
+        f"{record.perplexity:.2f}, {record.bits_per_byte:.3f} bits/byte{mark}"
+    )
+
+
+def _title(config: dict) -> str:
+    m = config["model"]
+    return (
+        f"{m['kind']} {m['num_layers']}x{m['hidden_size']} on "
+        f"{Path(config['data']['path']).name} ({config['data']['model_type']} tokens)"
+    )
+
+
+def _summary(
+    trainer: Trainer, out: Path, stop: StopRecord | None, seconds: float, console: Console
+) -> None:
+    evals = [m for m in checkpoint.read_metrics(out) if "val_loss" in m]
+    best = min(evals, key=lambda m: m["val_loss"]) if evals else None
+    table = Table(title=f"training summary: {out}", title_justify="left", show_header=False)
+    table.add_row("stopped", f"{stop.reason if stop else 'aborted'} at step {trainer.step:,}")
+    table.add_row("tokens seen", f"{trainer.tokens:,} (epoch {trainer.epoch})")
+    table.add_row("time", f"{seconds:.1f}s this run, {trainer.elapsed:.1f}s training in all")
+    rate = trainer.tokens / trainer.elapsed if trainer.elapsed else 0.0
+    table.add_row("throughput", f"{rate:,.0f} tokens/s (all time, evaluation included)")
+    clip_rate = trainer.clip_count / max(1, trainer.step)
+    table.add_row("clipping", f"fired on {clip_rate:.0%} of updates")
+    if best:
+        table.add_row(
+            "best validation",
+            f"loss {best['val_loss']:.4f} at step {best['step']}, "
+            f"perplexity {best['perplexity']:.2f}, {best['bits_per_byte']:.3f} bits/byte",
+        )
+    console.print(table)
+    if stop and stop.reason == "interrupted":
+        console.print(f"resume with: arlm train --resume {out}", highlight=False)
+    if math.isfinite(trainer.best_loss):
+        console.print(f"learning curve: {out / checkpoint.CURVE}", highlight=False)
