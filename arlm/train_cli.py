@@ -19,7 +19,7 @@ from arlm import __version__, checkpoint, data, settings
 from arlm.errors import UsageError
 from arlm.models import build_model
 from arlm.plot import learning_curve
-from arlm.train import EvalRecord, StepRecord, StopRecord, Trainer, TrainConfig
+from arlm.train import EvalRecord, StepRecord, StopRecord, TrainConfig, Trainer
 
 CHECKPOINT_FILES = (
     checkpoint.CONFIG,
