@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -200,6 +200,35 @@ def _to_device(window: Window, device: torch.device) -> tuple[torch.Tensor, torc
     return inputs, targets
 
 
+def tbptt_loss(
+    forward: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    state: State,
+    window: Window,
+) -> tuple[torch.Tensor, State]:
+    """The loss of one TBPTT window and the state to carry to the next one.
+
+    The forward pass starts from `state` at the window's first column and runs through all of
+    it (up to k2 steps), so the gradient of each counted target reaches back up to k2 steps;
+    only the targets from `loss_start` on (the last k1) count, since the earlier ones were
+    counted by the previous window. The next window starts at column `carry`: the state there
+    is the one returned (the end state when k1 == k2).
+    """
+    carry = window.carry
+    if carry == 0:
+        logits, carried = forward(inputs, state)[0], state
+    elif carry >= inputs.shape[1]:
+        logits, carried = forward(inputs, state)
+    else:
+        head, carried = forward(inputs[:, :carry], state)
+        tail, _ = forward(inputs[:, carry:], carried)
+        logits = torch.cat([head, tail], dim=1)  # (B, T, V)
+    counted = logits[:, window.loss_start :].float()
+    loss = F.cross_entropy(counted.flatten(0, 1), targets[:, window.loss_start :].flatten())
+    return loss, carried
+
+
 # -- the trainer ------------------------------------------------------------------------------
 
 
@@ -326,10 +355,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            logits, carried = self._forward(inputs, state, window.carry)
-        # only the last k1 targets count: with k2 > k1 the earlier ones were counted before
-        counted = logits[:, window.loss_start :].float()
-        loss = F.cross_entropy(counted.flatten(0, 1), targets[:, window.loss_start :].flatten())
+            loss, carried = tbptt_loss(self._call, inputs, targets, state, window)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -358,19 +384,6 @@ class Trainer:
             self.elapsed,
             self.progress(),
         )
-
-    def _forward(
-        self, inputs: torch.Tensor, state: State, carry: int
-    ) -> tuple[torch.Tensor, State]:
-        """Run the window, returning its logits and the state at column `carry`, where the next
-        window begins (the end, unless k2 > k1 makes windows overlap)."""
-        if carry == 0:
-            return self._call(inputs, state)[0], state
-        if carry >= inputs.shape[1]:
-            return self._call(inputs, state)
-        head, carried = self._call(inputs[:, :carry], state)
-        tail, _ = self._call(inputs[:, carry:], carried)
-        return torch.cat([head, tail], dim=1), carried
 
     def _call(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         try:

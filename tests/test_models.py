@@ -1,0 +1,175 @@
+"""Model properties: fused layers equal step-by-step references, state carries exactly."""
+
+import pytest
+import torch
+from torch import nn
+
+from arlm.models import REGISTRY, ModelConfig, build_model
+from arlm.models.recurrent import OneHot
+
+torch.set_num_threads(1)
+VOCAB = 23
+
+
+def tiny(kind: str, **overrides) -> nn.Module:
+    torch.manual_seed(0)
+    options = dict(
+        kind=kind, vocab_size=VOCAB, embedding_dim=8, hidden_size=12, num_layers=2, dropout=0.0
+    )
+    options.update(overrides)
+    return build_model(ModelConfig(**options)).eval()
+
+
+def ids(batch: int = 3, steps: int = 9, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (batch, steps), generator=torch.Generator().manual_seed(seed))
+
+
+def reference_fused(model, tokens: torch.Tensor) -> torch.Tensor:
+    """The same computation one step and one layer at a time, with PyTorch's own cells."""
+    rnn = model.rnn
+    cell_type = {nn.RNN: nn.RNNCell, nn.LSTM: nn.LSTMCell, nn.GRU: nn.GRUCell}[type(rnn)]
+    options = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
+    cells = []
+    for layer in range(rnn.num_layers):
+        size = rnn.input_size if layer == 0 else rnn.hidden_size
+        cell = cell_type(size, rnn.hidden_size, **options)
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).data.copy_(getattr(rnn, f"{name}_l{layer}"))
+        cells.append(cell)
+    batch = tokens.shape[0]
+    zeros = torch.zeros(batch, rnn.hidden_size)
+    states = [(zeros, zeros) if isinstance(rnn, nn.LSTM) else zeros for _ in cells]
+    outputs = []
+    for t in range(tokens.shape[1]):
+        x = model.input(tokens[:, t])
+        for i, cell in enumerate(cells):
+            states[i] = cell(x, states[i])
+            x = states[i][0] if isinstance(states[i], tuple) else states[i]
+        outputs.append(model.output(x))
+    return torch.stack(outputs, dim=1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "nonlinearity"),
+    [("elman", "tanh"), ("elman", "relu"), ("lstm", "tanh"), ("gru", "tanh")],
+)
+def test_fused_model_equals_step_by_step_cells(kind, nonlinearity):
+    model = tiny(kind, nonlinearity=nonlinearity)
+    tokens = ids()
+    with torch.no_grad():
+        logits, _ = model(tokens)
+        expected = reference_fused(model, tokens)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def naive_jordan(model, tokens: torch.Tensor) -> torch.Tensor:
+    """The Jordan equations written out literally, one example and one step at a time."""
+    a = model.config.jordan_decay
+    out = []
+    for row in tokens:
+        context = torch.zeros(model.config.vocab_size)
+        uppers = [torch.zeros(model.config.hidden_size) for _ in model.upper_input]
+        logits_row = []
+        for token in row:
+            x = model.input(token.view(1, 1))[0, 0]
+            h = torch.tanh(
+                model.input_proj.weight @ x
+                + model.input_proj.bias
+                + model.context_proj.weight @ context
+            )
+            for i, (w, u) in enumerate(zip(model.upper_input, model.upper_recurrent)):
+                h = uppers[i] = torch.tanh(w.weight @ h + w.bias + u.weight @ uppers[i])
+            logits = model.output.weight @ h + model.output.bias
+            context = a * context + torch.softmax(logits, dim=0)
+            logits_row.append(logits)
+        out.append(torch.stack(logits_row))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_jordan_step_loop_equals_the_equations(layers):
+    model = tiny("jordan", num_layers=layers, jordan_decay=0.7)
+    tokens = ids()
+    with torch.no_grad():
+        logits, _ = model(tokens)
+        expected = naive_jordan(model, tokens)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_two_windows_with_carried_state_equal_one_long_pass(kind):
+    model = tiny(kind)
+    tokens = ids(steps=12)
+    with torch.no_grad():
+        whole, end_whole = model(tokens)
+        first, state = model(tokens[:, :5])
+        second, end = model(tokens[:, 5:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=1e-5, atol=1e-5)
+    for a, b in zip(end, end_whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_one_token_at_a_time_equals_one_pass(kind):
+    model = tiny(kind)
+    tokens = ids(steps=7)
+    with torch.no_grad():
+        whole, _ = model(tokens)
+        state, steps = model.init_state(tokens.shape[0]), []
+        for t in range(tokens.shape[1]):
+            logits, state = model(tokens[:, t : t + 1], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_interface_shapes_and_state_is_a_tuple_of_tensors(kind):
+    model = tiny(kind)
+    logits, state = model(ids(batch=4, steps=6))
+    assert logits.shape == (4, 6, VOCAB)
+    assert isinstance(state, tuple) and all(isinstance(s, torch.Tensor) for s in state)
+    assert [s.shape for s in model.init_state(4)] == [s.shape for s in state]
+
+
+def test_one_hot_input_is_an_embedding_with_the_identity_matrix():
+    one_hot = tiny("lstm", input="one-hot")
+    embedded = tiny("lstm", input="embedding", embedding_dim=VOCAB)
+    embedded.load_state_dict(one_hot.state_dict(), strict=False)
+    with torch.no_grad():
+        embedded.input.weight.copy_(torch.eye(VOCAB))
+    tokens = ids()
+    vectors = OneHot(VOCAB)(tokens)
+    assert vectors.shape == (3, 9, VOCAB) and (vectors.sum(-1) == 1).all()
+    torch.testing.assert_close(one_hot(tokens)[0], embedded(tokens)[0])
+
+
+def test_tied_weights_share_one_matrix():
+    model = tiny("gru", tie_weights=True, embedding_dim=12)
+    assert model.output.weight is model.input.weight
+    untied = tiny("gru", embedding_dim=12)
+    assert model.num_parameters() == untied.num_parameters() - VOCAB * 12
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tie_weights": True}, "embedding-dim equal to --hidden-size"),
+        ({"tie_weights": True, "input": "one-hot"}, "needs --input embedding"),
+        ({"hidden_size": 0}, "must be positive"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"kind": "transformer"}, "unknown model"),
+    ],
+)
+def test_impossible_configs_are_refused(overrides, message):
+    from arlm.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        tiny(overrides.pop("kind", "lstm"), **overrides)
+
+
+def test_dropout_is_not_applied_between_time_steps():
+    """Dropout sits between layers and before the output: in eval mode it vanishes, and the
+    fused layer's own dropout is only between stacked layers (0 for one layer)."""
+    model = tiny("lstm", num_layers=1, dropout=0.5)
+    assert model.rnn.dropout == 0.0
+    assert tiny("lstm", num_layers=2, dropout=0.5).rnn.dropout == 0.5

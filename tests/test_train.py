@@ -1,0 +1,347 @@
+"""Training properties: TBPTT gradients, overfitting, checkpoints, exact resume, settings."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from arlm import checkpoint, data, settings
+from arlm.cli import app
+from arlm.errors import UsageError
+from arlm.models import REGISTRY, ModelConfig, build_model, detach
+from arlm.train import TrainConfig, Trainer, evaluate, tbptt_loss
+from tests.conftest import corpus_text
+
+torch.set_num_threads(1)
+runner = CliRunner()
+VOCAB = 17
+
+
+def tiny_model(kind: str = "lstm", **overrides):
+    torch.manual_seed(0)
+    options = dict(kind=kind, vocab_size=VOCAB, embedding_dim=8, hidden_size=16, dropout=0.0)
+    options.update(overrides)
+    return build_model(ModelConfig(**options))
+
+
+def stream(n: int = 200, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, VOCAB, n).astype(np.uint16)
+
+
+def grads(model) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def tbptt_grads(model, rows, k1, k2, which):
+    """Gradients of window `which`, with the state carried through tbptt_loss from the start."""
+    state = model.init_state(rows.shape[0])
+    for i, window in enumerate(data.windows(rows, k1, k2)):
+        inputs, targets = torch.from_numpy(window.inputs), torch.from_numpy(window.targets)
+        model.zero_grad()
+        loss, carried = tbptt_loss(model, inputs, targets, state, window)
+        if i == which:
+            loss.backward()
+            return grads(model), loss.item()
+        state = detach(carried)
+    raise AssertionError("no such window")
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_k1_equal_k2_gradients_equal_manual_chunking(kind):
+    model = tiny_model(kind)
+    rows = data.batchify(stream(), 3)
+    k = 7
+    got, loss = tbptt_grads(model, rows, k, k, which=3)
+    # by hand: cut each row into chunks of k, carry the detached state, backprop chunk 3 only
+    tokens = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    state = model.init_state(3)
+    for c in range(4):
+        chunk_in = tokens[:, c * k : (c + 1) * k]
+        chunk_out = tokens[:, c * k + 1 : (c + 1) * k + 1]
+        model.zero_grad()
+        logits, state_next = model(chunk_in, state)
+        if c == 3:
+            expected = F.cross_entropy(logits.flatten(0, 1), chunk_out.flatten())
+            expected.backward()
+        state = detach(state_next)
+    assert loss == pytest.approx(expected.item(), rel=1e-6)
+    for a, b in zip(got, grads(model), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+@pytest.mark.parametrize(("k1", "k2", "which"), [(5, 12, 3), (4, 9, 0), (4, 9, 1), (3, 3, 2)])
+def test_k2_greater_than_k1_gradients_equal_an_independent_computation(kind, k1, k2, which):
+    """Window `which` counts targets [p, p + k1) and backpropagates from column p + k1 - k2:
+    compute that directly from a fresh no-grad pass up to the window's first column."""
+    model = tiny_model(kind)
+    rows = data.batchify(stream(300), 2)
+    got, loss = tbptt_grads(model, rows, k1, k2, which)
+    tokens = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    position = which * k1
+    begin = max(0, position + k1 - k2)
+    with torch.no_grad():
+        state = model(tokens[:, :begin], model.init_state(2))[1] if begin else model.init_state(2)
+    model.zero_grad()
+    logits, _ = model(tokens[:, begin : position + k1], state)
+    counted = logits[:, position - begin :]
+    targets = tokens[:, position + 1 : position + k1 + 1]
+    expected = F.cross_entropy(counted.flatten(0, 1), targets.flatten())
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    for a, b in zip(got, grads(model), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def fit(kind: str, steps: int, **config) -> Trainer:
+    text = np.array(([1, 5, 2, 9, 3, 3, 7, 0, 4, 6, 8, 2] * 60), dtype=np.uint16)
+    model = tiny_model(kind, hidden_size=32)
+    options = dict(
+        batch_size=4,
+        k1=16,
+        lr=1e-2,
+        max_steps=steps,
+        epochs=None,
+        eval_every=10**6,
+        precision="fp32",
+        device="cpu",
+        warmup_steps=5,
+    )
+    options.update(config)
+    trainer = Trainer(model, text, text, TrainConfig(**options))
+    for _ in trainer.run():
+        pass
+    return trainer
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_every_model_overfits_a_tiny_corpus(kind):
+    trainer = fit(kind, steps=150)
+    assert trainer.best_loss < 0.15, f"{kind} only reached {trainer.best_loss:.3f}"
+
+
+def test_sgd_and_constant_schedule_learn_too():
+    trainer = fit("gru", steps=150, optimizer="sgd", lr=1.0, schedule="constant")
+    assert trainer.best_loss < 0.5
+
+
+def test_evaluation_is_the_token_weighted_mean_loss():
+    model = tiny_model("gru").eval()
+    ids = stream(101)
+    loss, count = evaluate(model, ids, streams=2)
+    rows = torch.from_numpy(np.asarray(data.batchify(ids, 2), dtype=np.int64))
+    with torch.no_grad():
+        logits, _ = model(rows[:, :-1])
+    expected = F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())
+    assert count == rows[:, 1:].numel()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_state_is_reset_at_each_pass_and_lr_follows_warmup_then_cosine():
+    trainer = fit("elman", steps=30, warmup_steps=4)
+    assert trainer.epoch >= 1  # several passes over 720 tokens in 4 streams of 16
+    trainer.step = 0
+    assert trainer.learning_rate() == pytest.approx(1e-2 / 4)
+    trainer.step = 30
+    assert trainer.learning_rate() == pytest.approx(1e-3)  # min_lr_ratio at the end
+
+
+def test_save_then_load_gives_identical_logits(tmp_path):
+    model = tiny_model("lstm", tie_weights=True, embedding_dim=16).eval()
+    (tmp_path / checkpoint.CONFIG).write_text(
+        json.dumps(
+            {
+                "format": checkpoint.FORMAT,
+                "format_version": checkpoint.FORMAT_VERSION,
+                "model": model.config.to_dict(),
+            }
+        )
+    )
+    checkpoint.save_weights(model, tmp_path, checkpoint.BEST)
+    loaded, _ = checkpoint.load(tmp_path)
+    loaded.eval()
+    tokens = torch.randint(0, VOCAB, (2, 11))
+    assert torch.equal(model(tokens)[0], loaded(tokens)[0])
+    assert loaded.output.weight is loaded.input.weight  # still tied after loading
+
+
+# -- through the command line -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def char_dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(corpus_text(120), encoding="utf-8")
+    meta = data.build(folder / "ds", [data.scan(corpus)], model_type="char")
+    assert meta["val"]["tokens"] > 100
+    return folder / "ds"
+
+
+SMALL = [
+    "--hidden-size",
+    "16",
+    "--embedding-dim",
+    "8",
+    "--batch-size",
+    "4",
+    "--log-every",
+    "2",
+    "--eval-every",
+    "5",
+    "--precision",
+    "fp32",
+]
+
+
+def train(*args) -> object:
+    result = runner.invoke(app, ["train", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def weights(folder: Path, name: str = checkpoint.LAST) -> dict:
+    return load_file(str(folder / name))
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [
+        ("lstm", ["--bptt", "8"]),
+        ("gru", ["--k1", "6", "--k2", "15"]),
+        ("jordan", ["--k1", "6", "--k2", "10"]),
+    ],
+)
+def test_resume_equals_never_stopping(tmp_path, char_dataset, kind, extra):
+    common = ["--data", char_dataset, "--model", kind, "--dropout", "0.3", *SMALL, *extra]
+    train(*common, "--out", tmp_path / "straight", "--max-steps", 23)
+    train(*common, "--out", tmp_path / "split", "--max-steps", 9)  # stops mid-pass
+    train("--resume", tmp_path / "split", "--max-steps", 23)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    steps = [m for m in checkpoint.read_metrics(tmp_path / "split") if "loss" in m]
+    assert steps[-1]["step"] == 23
+
+
+def test_checkpoint_holds_everything_generate_and_eval_need(tmp_path, char_dataset):
+    out = tmp_path / "ck"
+    result = train("--data", char_dataset, "--out", out, *SMALL, "--max-steps", 10)
+    assert {p.name for p in out.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "last.safetensors",
+        "trainer_state.pt",
+        "tokenizer.model",
+        "metrics.jsonl",
+        "learning_curve.png",
+    }
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["hidden_size"] == 16 and config["train"]["max_steps"] == 10
+    metrics = checkpoint.read_metrics(out)
+    step = next(m for m in metrics if "loss" in m)
+    assert set(step) >= {
+        "step",
+        "tokens",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_second",
+        "elapsed",
+        "clipped",
+    }
+    evals = [m for m in metrics if "val_loss" in m]
+    assert [e["step"] for e in evals] == [5, 10]
+    assert evals[0]["perplexity"] == pytest.approx(math.exp(evals[0]["val_loss"]))
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "training summary" in result.stderr
+    torch.load(out / "trainer_state.pt", weights_only=True)  # no arbitrary unpickling needed
+
+
+def test_text_file_is_tokenized_beside_the_checkpoint(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_text(80), encoding="utf-8")
+    train("--data", corpus, "--out", tmp_path / "ck", *SMALL, "--max-steps", 3)
+    meta = data.load_meta(tmp_path / "ck" / "dataset")
+    assert meta["tokenizer"]["model_type"] == "char"
+
+
+def test_toml_config_and_flags_that_win(tmp_path, char_dataset):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'model = "gru"\nhidden-size = 24\nnum_layers = 1\nbptt = 12\nmax-steps = 4\nlr = 0.01\n'
+    )
+    train(
+        "--config",
+        config,
+        "--data",
+        char_dataset,
+        "--out",
+        tmp_path / "ck",
+        "--hidden-size",
+        "20",
+        "--batch-size",
+        "4",
+        "--precision",
+        "fp32",
+    )
+    saved = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert saved["model"]["kind"] == "gru" and saved["model"]["num_layers"] == 1
+    assert saved["model"]["hidden_size"] == 20  # the flag wins over the file
+    assert saved["train"]["k1"] == saved["train"]["k2"] == 12
+    assert saved["train"]["max_steps"] == 4 and saved["train"]["epochs"] is None
+
+
+def test_settings_precedence_and_durations():
+    values = settings.merge({"lr": 0.5, "k1": None}, {"lr": 0.1, "k1": 9, "time_budget": "2m"})
+    assert values["lr"] == 0.5 and values["k1"] == 9 and values["time_budget"] == 120
+    assert settings.parse_duration("1.5h") == 5400
+    with pytest.raises(UsageError, match="duration"):
+        settings.parse_duration("ten minutes")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-steps", "3", "--k1", "8", "--k2", "4"], "must be at least --k1"),
+        (["--max-steps", "0"], "must be positive"),
+        (["--time-budget", "soon"], "duration"),
+        (["--tie-weights"], "embedding-dim equal to --hidden-size"),
+        (["--precision", "fp16", "--device", "cpu", "--max-steps", "2"], "no fast path"),
+        (["--batch-size", "100000", "--max-steps", "2"], "too few"),
+    ],
+)
+def test_bad_training_flags_fail_cleanly(tmp_path, char_dataset, args, message):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(char_dataset),
+            "--out",
+            str(tmp_path / "ck"),
+            "--hidden-size",
+            "16",
+            *args,
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_existing_checkpoint_is_not_overwritten_without_force(tmp_path, char_dataset):
+    train("--data", char_dataset, "--out", tmp_path / "ck", *SMALL, "--max-steps", 2)
+    before = (tmp_path / "ck" / "model.safetensors").read_bytes()
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(char_dataset), "--out", str(tmp_path / "ck"), "--max-steps", "2"],
+    )
+    assert result.exit_code == 2 and "--resume" in result.stderr
+    assert (tmp_path / "ck" / "model.safetensors").read_bytes() == before
