@@ -77,7 +77,7 @@ def naive_jordan(model, tokens: torch.Tensor) -> torch.Tensor:
                 + model.input_proj.bias
                 + model.context_proj.weight @ context
             )
-            for i, (w, u) in enumerate(zip(model.upper_input, model.upper_recurrent)):
+            for i, (w, u) in enumerate(zip(model.upper_input, model.upper_recurrent, strict=True)):
                 h = uppers[i] = torch.tanh(w.weight @ h + w.bias + u.weight @ uppers[i])
             logits = model.output.weight @ h + model.output.bias
             context = a * context + torch.softmax(logits, dim=0)
