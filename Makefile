@@ -29,11 +29,14 @@ demo: $(STAMP)
 	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --text "def greet(name): return f'Hello, {name}!'"
 	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --text "Ünïcödé and emoji 🐍 still round-trip"
 	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --decode "1100 502 1032 1914 1941 602 844"
+	$(BIN)/arlm train --data $(DEMO) --out checkpoints/demo --model lstm --time-budget 45s \
+		--eval-every 50 --force
 
 lint: $(STAMP)
 	$(BIN)/ruff check arlm tests bench
 	$(BIN)/ruff format --check arlm tests bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis $(DEMO)
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis $(DEMO) \
+		checkpoints/demo
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

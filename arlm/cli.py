@@ -27,7 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Train and sample autoregressive language models (RNN, LSTM, GRU) on your own text.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never wrap a path or a command in two
 
 
 def clean_errors(command: Callable) -> Callable:

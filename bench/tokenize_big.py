@@ -3,14 +3,13 @@
     python bench/tokenize_big.py --gigabytes 1
 
 The corpus is WikiText-2's training text repeated (or generated words when ../shared/data is
-absent), written to a temporary folder; `arlm tokenize` runs as a child process so that its peak
-resident memory (ru_maxrss) is measured alone.
+absent), written to a temporary folder; `arlm tokenize` runs as a child process whose peak
+resident memory (VmHWM) is read from /proc while it runs.
 """
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,18 @@ def make_corpus(path: Path, size: int) -> None:
             written += min(len(block), size - written)
 
 
+def high_water_mark(pid: int) -> int:
+    """Peak resident memory (VmHWM) of a running process since its exec, in bytes."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=1.0)
@@ -60,12 +71,17 @@ def main() -> None:
             str(args.vocab_size),
             "--json",
         ]
-        result = subprocess.run(command, capture_output=True, text=True)
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+            peak = 0
+            while process.poll() is None:
+                peak = max(peak, high_water_mark(process.pid))
+                time.sleep(0.05)
         seconds = time.perf_counter() - started
-        if result.returncode:
-            sys.exit(result.stderr)
-        meta = json.loads(result.stdout)
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        if process.returncode:
+            sys.exit(err.read_text())
+        meta = json.loads(out.read_text())
         tokens = meta["train"]["tokens"] + meta["val"]["tokens"]
         report = {
             "corpus_bytes": corpus.stat().st_size,

@@ -345,3 +345,21 @@ def test_existing_checkpoint_is_not_overwritten_without_force(tmp_path, char_dat
     )
     assert result.exit_code == 2 and "--resume" in result.stderr
     assert (tmp_path / "ck" / "model.safetensors").read_bytes() == before
+
+
+def test_python_api_trains_and_loads(tmp_path, char_dataset):
+    import arlm
+
+    meta = arlm.load_meta(char_dataset)
+    model = arlm.build_model(
+        arlm.ModelConfig(kind="gru", vocab_size=meta["vocab_size"], hidden_size=16, embedding_dim=8)
+    )
+    config = arlm.TrainConfig(max_steps=3, epochs=None, batch_size=2, k1=8, precision="fp32")
+    trainer = arlm.Trainer(
+        model, arlm.open_ids(char_dataset, "train"), arlm.open_ids(char_dataset, "val"), config
+    )
+    records = list(trainer.run())
+    assert records[-1].reason == "max steps" and trainer.step == 3
+    train("--data", char_dataset, "--out", tmp_path / "ck", *SMALL, "--max-steps", 2)
+    loaded, saved = arlm.load_checkpoint(tmp_path / "ck")
+    assert saved["model"]["kind"] == "lstm" and loaded.config.hidden_size == 16
