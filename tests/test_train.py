@@ -363,3 +363,25 @@ def test_python_api_trains_and_loads(tmp_path, char_dataset):
     train("--data", char_dataset, "--out", tmp_path / "ck", *SMALL, "--max-steps", 2)
     loaded, saved = arlm.load_checkpoint(tmp_path / "ck")
     assert saved["model"]["kind"] == "lstm" and loaded.config.hidden_size == 16
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    def broken(model):
+        def forward(*args):
+            raise RuntimeError("no compiler here")
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", broken)
+    trainer = fit("gru", steps=3, compile=True)
+    assert trainer.step == 3
+    assert trainer.warnings == ["torch.compile failed (RuntimeError): eager mode"]
+
+
+def test_patience_stops_after_evaluations_without_progress():
+    trainer = fit("elman", steps=5, patience=2, eval_every=1)
+    trainer.best_loss, trainer.evals_since_best = 0.0, 0  # nothing can beat a loss of 0
+    trainer.config.max_steps = 1000
+    records = list(trainer.run())
+    assert records[-1].reason == "patience"
+    assert trainer.step == 7
