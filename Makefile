@@ -31,6 +31,8 @@ demo: $(STAMP)
 	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --decode "1100 502 1032 1914 1941 602 844"
 	$(BIN)/arlm train --data $(DEMO) --out checkpoints/demo --model lstm --time-budget 45s \
 		--eval-every 50 --force
+	$(BIN)/arlm generate checkpoints/demo --prompt "The " --max-tokens 120 --top-k 40 \
+		--temperature 0.8 --seed 1
 
 lint: $(STAMP)
 	$(BIN)/ruff check arlm tests bench

@@ -299,3 +299,72 @@ def train(
     from arlm import train_cli  # torch loads only for the commands that need it
 
     train_cli.main(flags, config, resume, force, console)
+
+
+# -- generate and eval ------------------------------------------------------------------------
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+@app.command()
+@clean_errors
+def generate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (arlm train --out).")],
+    prompt: Annotated[str | None, typer.Option(help="Text to continue.")] = None,
+    prompt_file: Annotated[Path | None, typer.Option(help="Read the prompt from a file.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 200,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 is greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens; 0: all.")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus: the smallest set with mass p.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same text (same device).")] = None,
+    num_samples: Annotated[int, typer.Option(help="Samples, generated as one batch.")] = 1,
+    stop: Annotated[
+        list[str] | None, typer.Option(help="Stop before this text (may repeat).")
+    ] = None,
+    beam: Annotated[int, typer.Option(help="Beam search width (>1: most likely text).")] = 1,
+    device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per sample on stdout.")
+    ] = False,
+) -> None:
+    """Generate text from a checkpoint, carrying the recurrent state from token to token.
+
+    The prompt comes from --prompt, --prompt-file, or standard input when it is not a terminal;
+    the text is streamed to stdout as it is produced.
+    """
+    options = dict(locals())
+    options["json"] = options.pop("json_output")
+    options["stop"] = options["stop"] or []
+    from arlm.generate_cli import run_generate
+
+    run_generate(options, console)
+
+
+@app.command(name="eval")
+@clean_errors
+def eval_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (arlm train --out).")],
+    data_path: Annotated[
+        Path | None,
+        typer.Option("--data", help="A text file, or a dataset folder (its val.bin)."),
+    ] = None,
+    text: Annotated[str | None, typer.Option(help="Score this string.")] = None,
+    per_token: Annotated[
+        Path | None, typer.Option(help="Write each token and its log-probability (TSV).")
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
+    precision: Annotated[
+        Literal["fp32", "bf16", "fp16"] | None,
+        typer.Option(help="[default: the precision the model trained in]"),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="The figures as one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Score text: tokens, loss (nats/token), perplexity, bits per byte and per character."""
+    options = dict(locals())
+    options["json"] = options.pop("json_output")
+    options["data"] = options.pop("data_path")
+    from arlm.generate_cli import run_eval
+
+    run_eval(options, console)

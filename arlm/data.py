@@ -435,6 +435,6 @@ def windows(rows: np.ndarray, k1: int, k2: int | None = None, start: int = 0) ->
         begin = max(0, position - (k2 - k1))
         end = min(position + k1, length)
         next_begin = max(0, position + k1 - (k2 - k1))
-        block = np.asarray(rows[:, begin : end + 1], dtype=np.int64)
+        block = np.array(rows[:, begin : end + 1], dtype=np.int64)  # a copy, always writable
         carry = min(next_begin - begin, end - begin)
         yield Window(block[:, :-1], block[:, 1:], position - begin, carry, position)

@@ -170,9 +170,15 @@ def evaluate(
     device: torch.device | None = None,
     precision: torch.dtype = torch.float32,
     streams: int = EVAL_STREAMS,
+    per_token: list[np.ndarray] | None = None,
 ) -> tuple[float, int]:
     """Mean loss in nats per token over `ids`, read as `streams` parallel rows with the state
-    carried from window to window (as training reads). Returns (mean loss, tokens scored)."""
+    carried from window to window (as training reads). Returns (mean loss, tokens scored).
+
+    The first id of each row is context only, and a ragged tail shorter than `streams` ids is
+    dropped. With `per_token`, appends each window's (B, T) target log-probabilities: joined
+    along T and read row by row, they follow the text from its second token on.
+    """
     device = device or next(model.parameters()).device
     if len(ids) < 2:
         raise UsageError("the evaluation text is too short: it needs at least two tokens")
@@ -186,9 +192,13 @@ def evaluate(
             inputs, targets = _to_device(window, device)
             with autocast(device, precision):
                 logits, state = model(inputs, state)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
-            total += loss.item()
+            losses = F.cross_entropy(
+                logits.float().flatten(0, 1), targets.flatten(), reduction="none"
+            )
+            total += losses.sum().item()
             count += targets.numel()
+            if per_token is not None:
+                per_token.append(-losses.view(targets.shape).cpu().numpy())
     finally:
         model.train(was_training)
     return total / count, count

@@ -99,8 +99,23 @@ class RecurrentLM(nn.Module):
         if config.tie_weights:
             self.output.weight = self.input.weight  # (V, H) both: one matrix, two roles
 
+    state_batch_dims: tuple[int, ...] = (1,)  # where the batch is in each state tensor
+
     def init_state(self, batch_size: int) -> State:
         raise NotImplementedError
+
+    def select_state(self, state: State, index: Tensor) -> State:
+        """The state of the batch rows `index` (in that order): for beam search and batches."""
+        dims = self.state_batch_dims * len(state) if len(self.state_batch_dims) == 1 else None
+        return tuple(
+            s.index_select(d, index)
+            for s, d in zip(state, dims or self.state_batch_dims, strict=True)
+        )
+
+    def initial_logits(self, batch_size: int) -> Tensor:
+        """Logits before any input: the output layer on an all-zero hidden state (its bias),
+        the model's guess for the first token of a text. (B, V)"""
+        return self.output(self._zeros(batch_size, self.config.hidden_size))
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError
@@ -202,6 +217,8 @@ class JordanLM(RecurrentLM):
         for layer in [self.input_proj, self.context_proj, *self.upper_input, *self.upper_recurrent]:
             for p in layer.parameters():
                 nn.init.uniform_(p, -bound, bound)
+
+    state_batch_dims = (0, 1)  # context (B, V), upper layers (L - 1, B, H)
 
     def init_state(self, batch_size: int) -> State:
         upper = self._zeros(self.config.num_layers - 1, batch_size, self.config.hidden_size)

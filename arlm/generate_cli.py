@@ -1,0 +1,214 @@
+"""`arlm generate` and `arlm eval` on the console: prompts, streaming, stop strings, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from arlm import checkpoint, score
+from arlm.errors import UsageError
+from arlm.models import RecurrentLM
+from arlm.sample import Detokenizer, beam_search, check_sampling, generate
+from arlm.tokenizer import Tokenizer
+from arlm.train import pick_device, pick_precision
+
+
+def load(folder: Path, device_name: str) -> tuple[RecurrentLM, dict, Tokenizer, torch.device]:
+    """The best weights of a checkpoint, its config and its tokenizer, on `device_name`."""
+    device = pick_device(device_name)
+    model, config = checkpoint.load(folder, checkpoint.BEST, device)
+    tokenizer = Tokenizer.load(Path(folder) / checkpoint.TOKENIZER)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise UsageError(f"{folder}: tokenizer.model does not match the model's vocabulary")
+    return model.eval(), config, tokenizer, device
+
+
+def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
+    if prompt is not None and prompt_file is not None:
+        raise UsageError("--prompt and --prompt-file both give the prompt: use one")
+    if prompt_file is not None:
+        if not prompt_file.is_file():
+            raise UsageError(f"--prompt-file {prompt_file} does not exist")
+        try:
+            return prompt_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"--prompt-file {prompt_file} is not UTF-8 text") from None
+    if prompt is not None:
+        return prompt
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    return ""
+
+
+def warn_unknown(tokenizer: Tokenizer, prompt: str, console: Console) -> None:
+    """Without byte fallback, characters the tokenizer lacks become <unk>: say which."""
+    if tokenizer.byte_fallback:
+        return
+    unknown = sorted({ch for ch in prompt if tokenizer.sp.unk_id() in tokenizer.encode(ch)})
+    if unknown:
+        console.print(f"[yellow]warning:[/] replaced by <unk>: {' '.join(map(repr, unknown))}")
+
+
+class StopWatcher:
+    """Holds back the last few characters so that a stop string is never half printed."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.shown = 0
+        self.stopped = False
+
+    def feed(self, piece: str, final: bool = False) -> str:
+        """The text that is safe to show now."""
+        if self.stopped:
+            return ""
+        self.text += piece
+        cuts = [
+            i
+            for i in (self.text.find(s, max(0, self.shown - self.hold)) for s in self.stops)
+            if i >= 0
+        ]
+        if cuts:
+            self.stopped, end = True, min(cuts)
+            self.text = self.text[:end]
+        else:
+            end = len(self.text) if final else max(self.shown, len(self.text) - self.hold)
+        out, self.shown = self.text[self.shown : end], end
+        return out
+
+
+def run_generate(options: dict, console: Console) -> None:
+    o = options
+    check_sampling(o["temperature"], o["top_k"], o["top_p"])
+    if o["max_tokens"] < 0 or o["num_samples"] < 1:
+        raise UsageError("--max-tokens must be >= 0 and --num-samples >= 1")
+    if o["beam"] > 1 and o["num_samples"] > 1:
+        raise UsageError("--beam finds the one most likely text: drop --num-samples")
+    model, _, tokenizer, device = load(o["checkpoint"], o["device"])
+    prompt = read_prompt(o["prompt"], o["prompt_file"])
+    warn_unknown(tokenizer, prompt, console)
+    prompt_ids = tokenizer.encode(prompt)
+    if o["beam"] > 1:
+        stop_ids = {tokenizer.sp.eos_id()} if tokenizer.sp.eos_id() >= 0 else set()
+        ids, logprob = beam_search(model, prompt_ids, o["max_tokens"], o["beam"], stop_ids)
+        text = tokenizer.decode(prompt_ids + ids)[len(tokenizer.decode(prompt_ids)) :]
+        return _emit_batch(o, prompt, [ids], [logprob], [text])
+    generator = torch.Generator(device=device)
+    generator.manual_seed(o["seed"] if o["seed"] is not None else torch.seed())
+    steps = generate(
+        model,
+        prompt_ids,
+        o["max_tokens"],
+        o["num_samples"],
+        o["temperature"],
+        o["top_k"],
+        o["top_p"],
+        generator,
+    )
+    samples = [Sample(tokenizer, prompt_ids, o["stop"]) for _ in range(o["num_samples"])]
+    streaming = o["num_samples"] == 1 and not o["json"]
+    if streaming:
+        sys.stdout.write(prompt)
+    for step in steps:
+        for sample, token, logprob in zip(
+            samples, step.ids.tolist(), step.logprobs.tolist(), strict=True
+        ):
+            piece = sample.add(token, logprob)
+            if streaming:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        if all(sample.stopped for sample in samples):
+            break
+    for sample in samples:
+        piece = sample.finish()
+        if streaming:
+            sys.stdout.write(piece + "\n")
+    if not streaming:
+        _emit_batch(
+            o,
+            prompt,
+            [s.ids for s in samples],
+            [s.logprob for s in samples],
+            [s.text for s in samples],
+        )
+    sys.stdout.flush()
+
+
+class Sample:
+    """One generated text: its ids, its log-probability, and its text so far, cut at a stop
+    string (the ids past it are dropped too)."""
+
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], stops: list[str]) -> None:
+        self.detokenizer = Detokenizer(tokenizer, prompt_ids)
+        self.watcher = StopWatcher(stops)
+        self.ids: list[int] = []
+        self.logprob = 0.0
+
+    @property
+    def stopped(self) -> bool:
+        return self.watcher.stopped
+
+    @property
+    def text(self) -> str:
+        return self.watcher.text
+
+    def add(self, token: int, logprob: float) -> str:
+        """The text that can be shown now (may be empty)."""
+        if self.stopped:
+            return ""
+        self.ids.append(token)
+        self.logprob += logprob
+        return self.watcher.feed(self.detokenizer.add(token))
+
+    def finish(self) -> str:
+        return self.watcher.feed(self.detokenizer.finish(), final=True)
+
+
+def _emit_batch(
+    o: dict, prompt: str, samples: list[list[int]], logprobs: list[float], texts: list[str]
+) -> None:
+    for i, (ids, logprob, text) in enumerate(zip(samples, logprobs, texts, strict=True)):
+        if o["json"]:
+            record = {"prompt": prompt, "text": text, "ids": ids, "logprob": logprob}
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(("" if i == 0 else "---\n") + prompt + text + "\n")
+    sys.stdout.flush()
+
+
+def run_eval(options: dict, console: Console) -> None:
+    o = options
+    if (o["data"] is None) == (o["text"] is None):
+        raise UsageError("give what to score: --data PATH or --text STRING (one of them)")
+    model, config, tokenizer, device = load(o["checkpoint"], o["device"])
+    if o["text"] is not None:
+        text = score.text_from_string(tokenizer, o["text"])
+    elif Path(o["data"]).is_dir():
+        text = score.text_from_dataset(Path(o["data"]), tokenizer)
+    else:
+        text = score.text_from_file(tokenizer, Path(o["data"]))
+    # the precision the model trained and was validated in, unless told otherwise
+    name = o["precision"] or {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
+        config.get("precision", "float32"), "fp32"
+    )
+    if device.type == "cpu" and name == "fp16":
+        name = "fp32"
+    precision = pick_precision(name, device)
+    windows: list | None = [] if o["per_token"] else None
+    figures = score.score(model, text, device, precision, windows)
+    if o["per_token"]:
+        score.write_per_token(o["per_token"], tokenizer, text.ids, windows)
+    if o["json"]:
+        sys.stdout.write(json.dumps(figures) + "\n")
+        return
+    console.print(
+        f"{figures['tokens']:,} tokens: loss {figures['loss']:.4f} nats/token, perplexity "
+        f"{figures['perplexity']:.2f}, {figures['bits_per_byte']:.4f} bits/byte, "
+        f"{figures['bits_per_char']:.4f} bits/char",
+        highlight=False,
+    )

@@ -1,0 +1,195 @@
+"""Sampling from a language model: pick the next token from logits, and generate text with the
+recurrent state carried, so the prompt is read once and each new token costs one step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from arlm.errors import UsageError
+from arlm.models import RecurrentLM, State
+from arlm.tokenizer import Tokenizer
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float) -> None:
+    if temperature < 0:
+        raise UsageError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 0:
+        raise UsageError(f"--top-k must be >= 0 (0 is off), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], got {top_p}")
+
+
+def filtered_probs(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0
+) -> Tensor:
+    """The distribution a token is drawn from: softmax(logits / T), cut to the k most likely
+    tokens, then to the smallest set whose probability reaches p, renormalized. (B, V) -> (B, V)
+
+    Temperature 0 is the limit T -> 0: all the mass on the argmax."""
+    check_sampling(temperature, top_k, top_p)
+    logits = logits.float()
+    if temperature == 0:
+        return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        # mask by position, not by value: with ties at the k-th value, still exactly k survive
+        keep = logits.topk(top_k, dim=-1).indices
+        mask = torch.full_like(logits, -math.inf).scatter_(-1, keep, 0.0)
+        logits = logits + mask
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the tokens ranked above
+        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the first always stays
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def pick(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One token per row of `logits` (B, V) -> (B,): sampled from `filtered_probs`."""
+    if temperature == 0:
+        check_sampling(temperature, top_k, top_p)
+        return logits.argmax(-1)
+    probs = filtered_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@dataclass
+class Step:
+    """One generated token per stream, with the model's own log-probability of it (before any
+    temperature or filtering)."""
+
+    ids: Tensor  # (B,)
+    logprobs: Tensor  # (B,)
+
+
+@torch.no_grad()
+def generate(
+    model: RecurrentLM,
+    prompt: list[int],
+    max_tokens: int,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Iterator[Step]:
+    """Read `prompt` once, then yield `max_tokens` steps of `num_samples` parallel streams.
+
+    The state is carried: each new token costs one recurrent step, however long the text. An
+    empty prompt starts from the all-zero state, whose logits are the output layer's bias.
+    Leaves the model in the train/eval mode it found.
+    """
+    check_sampling(temperature, top_k, top_p)
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        state: State = model.init_state(num_samples)
+        if prompt:
+            ids = torch.tensor([prompt], device=device).expand(num_samples, -1)
+            logits, state = model(ids, state)
+            logits = logits[:, -1]
+        else:
+            logits = model.initial_logits(num_samples)
+        for _ in range(max_tokens):
+            token = pick(logits, temperature, top_k, top_p, generator)
+            logprob = torch.log_softmax(logits.float(), -1).gather(-1, token[:, None])[:, 0]
+            yield Step(token, logprob)
+            logits, state = model(token[:, None], state)
+            logits = logits[:, -1]
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def beam_search(
+    model: RecurrentLM,
+    prompt: list[int],
+    max_tokens: int,
+    beam: int,
+    stop_ids: set[int] = frozenset(),
+) -> tuple[list[int], float]:
+    """The most likely continuation of `prompt` that beam search finds: keep the `beam` best
+    partial sequences by total log-probability at each step. Returns (ids, total log-prob).
+    A width of 1 is greedy decoding."""
+    if beam < 1:
+        raise UsageError(f"--beam must be at least 1, got {beam}")
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        state = model.init_state(1)
+        if prompt:
+            logits, state = model(torch.tensor([prompt], device=device), state)
+            logits = logits[:, -1]
+        else:
+            logits = model.initial_logits(1)
+        sequences: list[list[int]] = [[]]
+        scores = torch.zeros(1, device=device)
+        finished: list[tuple[list[int], float]] = []
+        for _ in range(max_tokens):
+            logprobs = torch.log_softmax(logits.float(), -1) + scores[:, None]  # (beams, V)
+            top = logprobs.flatten().topk(min(beam, logprobs.numel()))
+            vocab = logprobs.shape[-1]
+            rows, tokens = top.indices // vocab, top.indices % vocab
+            sequences = [
+                sequences[r] + [t] for r, t in zip(rows.tolist(), tokens.tolist(), strict=True)
+            ]
+            scores = top.values
+            state = model.select_state(state, rows)
+            done = [i for i, seq in enumerate(sequences) if seq[-1] in stop_ids]
+            finished += [(sequences[i], scores[i].item()) for i in done]
+            alive = [i for i in range(len(sequences)) if i not in done]
+            if not alive:
+                break
+            keep = torch.tensor(alive, device=device)
+            sequences, scores = [sequences[i] for i in alive], scores[keep]
+            state = model.select_state(state, keep)
+            logits, state = model(tokens[keep][:, None], state)
+            logits = logits[:, -1]
+        finished += [(seq, score.item()) for seq, score in zip(sequences, scores, strict=True)]
+        return max(finished, key=lambda pair: pair[1])
+    finally:
+        model.train(was_training)
+
+
+class Detokenizer:
+    """Turns a stream of ids into text pieces as they come, never printing half a UTF-8
+    character or a space a later token would change: the streamed pieces, joined, equal
+    decoding the whole sequence at the end."""
+
+    CONTEXT = 8  # ids of already printed text decoded again for context (leading spaces)
+
+    def __init__(self, tokenizer: Tokenizer, prompt: list[int] | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.ids = list(prompt or [])
+        self.printed = len(self.ids)  # ids[:printed] are out (the prompt counts as out)
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        return self._flush(final=False)
+
+    def finish(self) -> str:
+        return self._flush(final=True)
+
+    def _flush(self, final: bool) -> str:
+        start = max(0, self.printed - self.CONTEXT)
+        before = self.tokenizer.decode(self.ids[start : self.printed])
+        text = self.tokenizer.decode(self.ids[start:])
+        if not final and (text.endswith("\ufffd") or not text.startswith(before)):
+            return ""  # an unfinished character (or a changed prefix): wait for more ids
+        self.printed = len(self.ids)
+        return text[len(before) :]

@@ -1,0 +1,98 @@
+"""Scoring text with a trained model on one scale: nats per token, perplexity, and bits per byte
+and per character of the original text, which compare models across tokenizers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arlm import data
+from arlm.errors import UsageError
+from arlm.models import RecurrentLM
+from arlm.tokenizer import Tokenizer
+from arlm.train import evaluate
+
+LN2 = math.log(2)
+
+
+@dataclass
+class Text:
+    """Token ids and the size of the text they came from."""
+
+    ids: np.ndarray
+    bytes: int
+    chars: int
+
+
+def text_from_string(tokenizer: Tokenizer, text: str) -> Text:
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    return Text(ids, len(text.encode("utf-8")), len(text))
+
+
+def text_from_file(tokenizer: Tokenizer, path: Path) -> Text:
+    """A text file encoded in chunks with the checkpoint's tokenizer."""
+    source = data.scan(path)
+    data.check_utf8([source], "refuse")
+    chunks, chars = [], 0
+    for chunk in data.read_text([data.Span(source.path, 0, source.size)]):
+        chunks.append(tokenizer.encode_array(chunk, data.dtype_for(tokenizer.vocab_size)))
+        chars += len(chunk)
+    ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    return Text(ids, source.size, chars)
+
+
+def text_from_dataset(folder: Path, tokenizer: Tokenizer) -> Text:
+    """The validation split of a tokenized dataset made with the same tokenizer."""
+    meta = data.load_meta(folder)
+    if meta["tokenizer"]["sha256"] != _sha256(tokenizer):
+        raise UsageError(
+            f"{folder} was tokenized with another tokenizer than this checkpoint's: give a "
+            "text file instead, or the dataset the model was trained on"
+        )
+    return Text(data.open_ids(folder, "val"), meta["val"]["bytes"], meta["val"]["chars"])
+
+
+def _sha256(tokenizer: Tokenizer) -> str:
+    import hashlib
+
+    return hashlib.sha256(tokenizer.proto).hexdigest()
+
+
+def score(
+    model: RecurrentLM,
+    text: Text,
+    device: torch.device,
+    precision: torch.dtype,
+    per_token: list[np.ndarray] | None = None,
+) -> dict:
+    """The figures of `text`. Bits per byte and per character spread the mean loss over every
+    token of the text (the few that `evaluate` leaves unscored are taken to cost the mean)."""
+    if len(text.ids) < 2:
+        raise UsageError("the text is too short to score: it needs at least two tokens")
+    loss, _ = evaluate(model, text.ids, device, precision, per_token=per_token)
+    total_bits = loss * len(text.ids) / LN2
+    return {
+        "tokens": len(text.ids),
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700)),
+        "bits_per_byte": total_bits / text.bytes,
+        "bits_per_char": total_bits / text.chars,
+    }
+
+
+def write_per_token(path: Path, tokenizer: Tokenizer, ids: np.ndarray, windows: list) -> None:
+    """Each scored token, in text order, with its log-probability (TSV)."""
+    logprobs = np.concatenate(windows, axis=1)  # (B, L): row b is a stretch of text
+    streams, length = logprobs.shape
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("position\tid\tpiece\tlogprob\n")
+        for b in range(streams):
+            for t in range(length):
+                position = b * length + t + 1  # the first id is context, never a target
+                token = int(ids[position])
+                piece = tokenizer.sp.id_to_piece(token).replace("\t", "\\t").replace("\n", "\\n")
+                out.write(f"{position}\t{token}\t{piece}\t{logprobs[b, t]:.6f}\n")
