@@ -140,8 +140,8 @@ def run_generate(options: dict, console: Console) -> None:
 
 
 class Sample:
-    """One generated text: its ids, its log-probability, and its text so far, cut at a stop
-    string (the ids past it are dropped too)."""
+    """One generated text: its ids and their total log-probability (up to and including the
+    token that completed a stop string), and its text, which ends before the stop string."""
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], stops: list[str]) -> None:
         self.detokenizer = Detokenizer(tokenizer, prompt_ids)
