@@ -324,3 +324,29 @@ def test_eval_refuses_a_dataset_from_another_tokenizer(trained, tmp_path):
     data.build(tmp_path / "ds", [data.scan(other)], vocab_size=300)
     result = runner.invoke(app, ["eval", str(trained / "ck"), "--data", str(tmp_path / "ds")])
     assert result.exit_code == 2 and "another tokenizer" in result.stderr
+
+
+def test_a_tokenizer_without_byte_fallback_says_which_characters_it_replaced(capsys):
+    import io
+
+    import sentencepiece as spm
+    from rich.console import Console
+
+    from arlm.generate_cli import warn_unknown
+    from arlm.tokenizer import Tokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus_text(50).split("\n")),
+        model_writer=model,
+        vocab_size=60,
+        model_type="char",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    tok = Tokenizer(model.getvalue())
+    assert not tok.byte_fallback
+    console = Console(stderr=True, soft_wrap=True)
+    warn_unknown(tok, "the cat ✨ and ж", console)
+    err = capsys.readouterr().err
+    assert "replaced by <unk>" in err and "'✨'" in err and "'ж'" in err
