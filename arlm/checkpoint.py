@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from arlm.errors import ArlmError, UsageError
+from arlm.formats import read_versioned
 from arlm.models import ModelConfig, RecurrentLM, build_model
 
 FORMAT = "arlm-checkpoint"
@@ -68,23 +69,10 @@ def save_trainer_state(state: dict, folder: Path) -> None:
 def read_config(folder: Path) -> dict:
     """config.json of a checkpoint, checked for format and version."""
     folder = Path(folder)
-    path = folder / CONFIG
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a checkpoint folder: give the --out of `arlm train`")
-    if not path.is_file():
-        raise UsageError(f"{folder} has no {CONFIG}: it is not an arlm checkpoint")
-    try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArlmError(f"{path} is corrupt: retrain, or restore it from a copy") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ArlmError(f"{path} is not an arlm checkpoint config")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ArlmError(
-            f"{folder} has checkpoint format version {config.get('format_version')}, this arlm "
-            f"reads {FORMAT_VERSION}: upgrade arlm"
-        )
-    return config
+    fix = "give the --out folder of `arlm train`, or retrain"
+    return read_versioned(folder / CONFIG, FORMAT, FORMAT_VERSION, "checkpoint", fix)
 
 
 def load(

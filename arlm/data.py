@@ -29,6 +29,7 @@ import numpy as np
 
 from arlm import tokenizer as tk
 from arlm.errors import ArlmError, UsageError
+from arlm.formats import read_versioned
 
 FORMAT = "arlm-dataset"
 FORMAT_VERSION = 1
@@ -352,21 +353,8 @@ def _split_meta(stats: SplitStats) -> dict:
 
 def load_meta(folder: Path) -> dict:
     """The meta of a tokenized dataset folder, checked for format and version."""
-    path = Path(folder) / "meta.json"
-    if not path.is_file():
-        raise UsageError(f"{folder} is not a tokenized dataset (no meta.json): run `arlm tokenize`")
-    try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ArlmError(f"{path} is corrupt: re-create the dataset with `arlm tokenize`") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ArlmError(f"{path} is not an arlm dataset: re-create it with `arlm tokenize`")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ArlmError(
-            f"{folder} has dataset format version {meta.get('format_version')}, this arlm reads "
-            f"{FORMAT_VERSION}: upgrade arlm or re-create the dataset with `arlm tokenize`"
-        )
-    return meta
+    fix = "re-create it with `arlm tokenize`"
+    return read_versioned(Path(folder) / "meta.json", FORMAT, FORMAT_VERSION, "dataset", fix)
 
 
 def open_ids(folder: Path, split: str = "train") -> np.ndarray:

@@ -50,6 +50,16 @@ def high_water_mark(pid: int) -> int:
     return 0
 
 
+def run_measured(command: list[str], stdout, stderr) -> tuple[int, int]:
+    """Run `command`; return its exit code and peak resident memory in bytes (polled)."""
+    process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+    peak = 0
+    while process.poll() is None:  # VmHWM: the peak of the child's own memory since its exec
+        peak = max(peak, high_water_mark(process.pid))
+        time.sleep(0.05)
+    return process.returncode, peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=1.0)
@@ -73,13 +83,9 @@ def main() -> None:
         ]
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
         with open(out, "w") as stdout, open(err, "w") as stderr:
-            process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
-            peak = 0
-            while process.poll() is None:
-                peak = max(peak, high_water_mark(process.pid))
-                time.sleep(0.05)
+            returncode, peak = run_measured(command, stdout, stderr)
         seconds = time.perf_counter() - started
-        if process.returncode:
+        if returncode:
             sys.exit(err.read_text())
         meta = json.loads(out.read_text())
         tokens = meta["train"]["tokens"] + meta["val"]["tokens"]

@@ -4,13 +4,13 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from arlm import data
 from arlm.tokenizer import Tokenizer
+from bench.tokenize_big import run_measured
 from tests.conftest import needs_shared_data
 
 pytestmark = pytest.mark.slow
@@ -43,18 +43,6 @@ def test_wikitext2_decodes_back_to_the_training_file_exactly(tmp_path):
     assert meta["vocab_size"] == 8000 and meta["dtype"] == "uint16"
 
 
-def high_water_mark(pid: int) -> int:
-    """Peak resident memory of a running process, in bytes (0 once it has gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def test_encoding_memory_does_not_grow_with_the_corpus(tmp_path):
     """64 MB of text encodes in a few hundred MB: chunks, not the whole corpus, are in memory
     (bench/tokenize_big.py measured a 1 GB corpus at ~230 MB peak)."""
@@ -77,12 +65,8 @@ def test_encoding_memory_does_not_grow_with_the_corpus(tmp_path):
         "--vocab-size",
         "300",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
-    while process.poll() is None:  # VmHWM: the peak of the child's own memory since its exec
-        peak = max(peak, high_water_mark(process.pid))
-        time.sleep(0.05)
-    assert process.returncode == 0
+    returncode, peak = run_measured(command, subprocess.DEVNULL, subprocess.DEVNULL)
+    assert returncode == 0
     assert size > 40e6
     assert peak < 500e6, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB corpus"
 

@@ -1,0 +1,32 @@
+"""Versioned JSON files: every dataset and checkpoint says what it is and which version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from arlm.errors import ArlmError, UsageError
+
+
+def read_versioned(path: Path, kind: str, version: int, what: str, fix: str) -> dict:
+    """Read `path`, a JSON object whose "format" is `kind` and "format_version" is `version`.
+
+    Args:
+        what: how to call the thing in messages ("dataset", "checkpoint").
+        fix: what the user can do about a damaged file ("re-create it with `arlm tokenize`").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path.parent} is not an arlm {what} (no {path.name}): {fix}")
+    try:
+        value = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArlmError(f"{path} is corrupt: {fix}") from None
+    if not isinstance(value, dict) or value.get("format") != kind:
+        raise ArlmError(f"{path} is not an arlm {what}: {fix}")
+    if value.get("format_version") != version:
+        raise ArlmError(
+            f"{path.parent} has {what} format version {value.get('format_version')}, this arlm "
+            f"reads {version}: upgrade arlm, or {fix}"
+        )
+    return value
