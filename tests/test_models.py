@@ -173,3 +173,33 @@ def test_dropout_is_not_applied_between_time_steps():
     model = tiny("lstm", num_layers=1, dropout=0.5)
     assert model.rnn.dropout == 0.0
     assert tiny("lstm", num_layers=2, dropout=0.5).rnn.dropout == 0.5
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+@pytest.mark.parametrize("options", [{}, {"input": "one-hot"}, {"nonlinearity": "relu"}])
+def test_generation_stepper_equals_the_model(kind, options):
+    model = tiny(kind, **options)
+    tokens = ids(steps=6)
+    step = model.stepper(batch_size=3)
+    with torch.no_grad():
+        whole, end = model(tokens)
+        state, logits = model.init_state(3), []
+        for t in range(tokens.shape[1]):
+            out, state = step(tokens[:, t], state)
+            logits.append(out)
+    torch.testing.assert_close(torch.stack(logits, dim=1), whole, rtol=1e-5, atol=1e-5)
+    for a, b in zip(state, end, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_batched_generation_step_in_bf16_stays_close(kind):
+    model = tiny(kind)
+    tokens = torch.randint(0, VOCAB, (32, 5), generator=torch.Generator().manual_seed(3))
+    step = model.stepper(batch_size=32)
+    with torch.no_grad():
+        whole, _ = model(tokens)
+        state = model.init_state(32)
+        for t in range(5):
+            out, state = step(tokens[:, t], state)
+    torch.testing.assert_close(out, whole[:, -1], rtol=0.05, atol=0.05)
