@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from arlm.data import Window, batchify, windows
 from arlm.errors import UsageError
+from arlm.loss import linear_cross_entropy, token_losses
+from arlm.memory import keep_freed_memory
 from arlm.models import RecurrentLM, State, detach
 
 LN2 = math.log(2)
@@ -191,10 +193,7 @@ def evaluate(
         for window in windows(rows, EVAL_WINDOW):
             inputs, targets = _to_device(window, device)
             with autocast(device, precision):
-                logits, state = model(inputs, state)
-            losses = F.cross_entropy(
-                logits.float().flatten(0, 1), targets.flatten(), reduction="none"
-            )
+                losses, state = _window_losses(model, inputs, targets, state)
             total += losses.sum().item()
             count += targets.numel()
             if per_token is not None:
@@ -202,6 +201,29 @@ def evaluate(
     finally:
         model.train(was_training)
     return total / count, count
+
+
+def _window_losses(
+    model: RecurrentLM, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
+) -> tuple[torch.Tensor, State]:
+    """Cross-entropy of each target of a window (B * T,), and the state at its end."""
+    if hasattr(model, "features"):
+        h, state = model.features(inputs, state)
+        return token_losses(
+            h.flatten(0, 1), model.output.weight, model.output.bias, targets.flatten()
+        ), state
+    logits, state = model(inputs, state)
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none"), state
+
+
+def _clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
+    """Scale the gradients down to norm `clip` if they are longer; return their norm. Unlike
+    clip_grad_norm_, touches the gradients only when clipping fires."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    if norm > clip:
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), clip, norm)
+    return norm
 
 
 def _to_device(window: Window, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,6 +238,7 @@ def tbptt_loss(
     targets: torch.Tensor,
     state: State,
     window: Window,
+    output: torch.nn.Linear | None = None,
 ) -> tuple[torch.Tensor, State]:
     """The loss of one TBPTT window and the state to carry to the next one.
 
@@ -224,19 +247,24 @@ def tbptt_loss(
     only the targets from `loss_start` on (the last k1) count, since the earlier ones were
     counted by the previous window. The next window starts at column `carry`: the state there
     is the one returned (the end state when k1 == k2).
+
+    `forward` returns logits, or, when `output` is given, the features that `output` turns
+    into logits: then the loss goes through it block by block (arlm.loss).
     """
     carry = window.carry
     if carry == 0:
-        logits, carried = forward(inputs, state)[0], state
+        out, carried = forward(inputs, state)[0], state
     elif carry >= inputs.shape[1]:
-        logits, carried = forward(inputs, state)
+        out, carried = forward(inputs, state)
     else:
         head, carried = forward(inputs[:, :carry], state)
         tail, _ = forward(inputs[:, carry:], carried)
-        logits = torch.cat([head, tail], dim=1)  # (B, T, V)
-    counted = logits[:, window.loss_start :].float()
-    loss = F.cross_entropy(counted.flatten(0, 1), targets[:, window.loss_start :].flatten())
-    return loss, carried
+        out = torch.cat([head, tail], dim=1)  # (B, T, V) or (B, T, H)
+    counted = out[:, window.loss_start :].flatten(0, 1)
+    wanted = targets[:, window.loss_start :].flatten()
+    if output is not None:
+        return linear_cross_entropy(counted, output.weight, output.bias, wanted), carried
+    return F.cross_entropy(counted.float(), wanted), carried
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -263,6 +291,8 @@ class Trainer:
         self.device = pick_device(config.device)
         self.precision = pick_precision(config.precision, self.device)
         self.model = model.to(self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults on the big per-step buffers (arlm.memory)
         self.rows = batchify(train_ids, config.batch_size)
         self.val_ids = val_ids
         self.val_bytes_per_token = val_bytes_per_token
@@ -270,7 +300,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.precision == torch.float16
         )
-        self.forward = torch.compile(model) if config.compile else model
+        # models that expose their features take the block-wise loss (arlm.loss)
+        self.output = model.output if hasattr(model, "features") else None
+        base = model.features if self.output is not None else model
+        self.base = base
+        self.forward = torch.compile(base) if config.compile else base
         self.step = self.epoch = self.position = self.tokens = self.clip_count = 0
         self.elapsed = 0.0
         self.best_loss = math.inf
@@ -290,7 +324,8 @@ class Trainer:
         ]
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=self.config.lr)
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99))
+        # fused: one kernel for the whole update instead of a dozen passes over each tensor
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99), fused=True)
 
     # -- schedule and stopping ---------------------------------------------------------------
 
@@ -365,12 +400,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            loss, carried = tbptt_loss(self._call, inputs, targets, state, window)
+            loss, carried = tbptt_loss(self._call, inputs, targets, state, window, self.output)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.config.clip or math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        grad_norm = float(_clip_gradients(self.model, clip))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.carried = detach(carried)  # keep the values, cut the history
@@ -399,11 +434,11 @@ class Trainer:
         try:
             return self.forward(inputs, state)
         except Exception as error:  # torch.compile fails at the first call, not at compile()
-            if self.forward is self.model:
+            if self.forward is self.base:
                 raise
-            self.forward = self.model
+            self.forward = self.base
             self.warnings.append(f"torch.compile failed ({error.__class__.__name__}): eager mode")
-            return self.model(inputs, state)
+            return self.base(inputs, state)
 
     def evaluate(self) -> EvalRecord:
         started = time.perf_counter()

@@ -385,3 +385,26 @@ def test_patience_stops_after_evaluations_without_progress():
     records = list(trainer.run())
     assert records[-1].reason == "patience"
     assert trainer.step == 7
+
+
+@pytest.mark.parametrize("rows", [7, 300])
+def test_blockwise_linear_cross_entropy_equals_the_plain_one(rows, monkeypatch):
+    from arlm import loss as loss_module
+
+    monkeypatch.setattr(loss_module, "BLOCK_ELEMENTS", 64)  # many blocks of a few rows
+    torch.manual_seed(0)
+    h = torch.randn(rows, 12, requires_grad=True)
+    layer = torch.nn.Linear(12, 37)
+    targets = torch.randint(0, 37, (rows,))
+    got = loss_module.linear_cross_entropy(h, layer.weight, layer.bias, targets)
+    got.backward()
+    grads = [h.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()]
+    h.grad = None
+    layer.zero_grad()
+    expected = F.cross_entropy(layer(h), targets)
+    expected.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    for a, b in zip(grads, [h.grad, layer.weight.grad, layer.bias.grad], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    per_token = loss_module.token_losses(h, layer.weight, layer.bias, targets)
+    torch.testing.assert_close(per_token, F.cross_entropy(layer(h), targets, reduction="none"))

@@ -156,12 +156,17 @@ class FusedLM(RecurrentLM):
         return (self._zeros(self.config.num_layers, batch_size, self.config.hidden_size),)
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        h, state = self.features(ids, state)
+        return self.output(h), state  # (B, T, V)
+
+    def features(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """What the output layer reads: (B, T, H), dropout applied. Training takes the loss
+        from here through the output layer block by block (arlm.loss), never whole logits."""
         if state is None:
             state = self.init_state(ids.shape[0])
         x = self.drop(self.input(ids))  # (B, T, E)
         h, new = self.rnn(x, state if len(state) > 1 else state[0])  # h: (B, T, H)
-        logits = self.output(self.drop(h))  # (B, T, V)
-        return logits, (tuple(new) if isinstance(new, tuple) else (new,))
+        return self.drop(h), (tuple(new) if isinstance(new, tuple) else (new,))
 
     def stepper(self, batch_size: int = 1) -> Stepper:
         return FusedStepper(self, batch_size)
