@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 DEMO   := data/python-docs
 
-.PHONY: install test test-fast demo lint clean
+.PHONY: install test test-fast demo bench lint clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: $(STAMP)
 		--eval-every 50 --force
 	$(BIN)/arlm generate checkpoints/demo --prompt "The " --max-tokens 120 --top-k 40 \
 		--temperature 0.8 --seed 1
+
+# The benchmarks of issue 5 (~27 minutes here): figures, ratios and a table in bench/results/.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check arlm tests bench

@@ -1,8 +1,16 @@
-"""Training throughput of arlm and of the textbook reference on the same token ids."""
+"""Training throughput of arlm and of the textbook reference on the same token ids.
+
+Each measurement runs in a fresh process (`in_process`), so that nothing one trainer sets up
+for itself (arlm keeps freed memory, see arlm.memory) helps or hinders the other.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +63,36 @@ def reference_rate(
     for _ in range(steps):
         seen += trainer.step()
     return seen / (time.perf_counter() - started)
+
+
+def in_process(function: str, *args) -> float:
+    """Call `bench.speed.<function>(*args)` in a new Python process; return its result."""
+    encoded = json.dumps(
+        [
+            str(a)
+            if isinstance(a, Path)
+            else asdict(a)
+            if hasattr(a, "__dataclass_fields__")
+            else a
+            for a in args
+        ]
+    )
+    code = (
+        "import json, sys; from pathlib import Path; from bench import speed; "
+        "from arlm.models import ModelConfig; from arlm.train import TrainConfig; "
+        f"args = json.loads({encoded!r}); print(speed.{function}_from_json(args))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def arlm_rate_from_json(args: list) -> float:
+    dataset, model, config, *rest = args
+    return arlm_rate(Path(dataset), ModelConfig(**model), TrainConfig(**config), *rest)
+
+
+def reference_rate_from_json(args: list) -> float:
+    dataset, model, *rest = args
+    return reference_rate(Path(dataset), ModelConfig(**model), *rest)
