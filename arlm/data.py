@@ -21,7 +21,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,13 +220,18 @@ class SplitStats:
 
 
 def encode_to_file(
-    tokenizer: tk.Tokenizer, spans: list[Span], path: Path, progress: Progress = _no_progress
+    tokenizer: tk.Tokenizer,
+    spans: list[Span],
+    path: Path,
+    progress: Progress = _no_progress,
+    chunks: Iterable[str] | None = None,
 ) -> SplitStats:
-    """Encode the text of `spans` chunk by chunk and append the ids to `path`."""
+    """Encode the text of `spans` chunk by chunk (or `chunks`, that text already read) and
+    write the ids to `path`."""
     dtype = dtype_for(tokenizer.vocab_size)
     stats = SplitStats(counts=np.zeros(tokenizer.vocab_size, dtype=np.int64))
     with open(path, "wb") as out:
-        for chunk in read_text(spans):
+        for chunk in chunks if chunks is not None else read_text(spans):
             ids = tokenizer.encode_array(chunk, dtype)
             ids.tofile(out)
             stats.tokens += len(ids)
@@ -308,14 +313,21 @@ def build(
     if not sum(span.size for span in train_spans):
         raise UsageError("the training text is empty: give a corpus with some text in it")
     with staged_dir(out, force) as stage:
-        trained_on = None
+        trained_on, text = None, None
         if tokenizer is None:
-            lines, characters = sample_lines(train_spans, SAMPLE_BYTES)
-            trained_on = sum(len(line.encode("utf-8", "surrogatepass")) + 1 for line in lines)
+            if sum(span.size for span in train_spans) <= SAMPLE_BYTES:
+                # the whole text is the sample: read it once, train on it, then encode it
+                text = list(read_text(train_spans))
+                lines = [line for chunk in text for line in chunk.split("\n")]
+                characters = set().union(*text)
+                trained_on = sum(span.size for span in train_spans)
+            else:
+                lines, characters = sample_lines(train_spans, SAMPLE_BYTES)
+                trained_on = sum(len(line.encode("utf-8", "surrogatepass")) + 1 for line in lines)
             sentences = tk.training_sentences(lines)
             tokenizer = tk.train(sentences, model_type, vocab_size, characters)
         tokenizer.save(stage / "tokenizer.model")
-        train = encode_to_file(tokenizer, train_spans, stage / "train.bin", progress)
+        train = encode_to_file(tokenizer, train_spans, stage / "train.bin", progress, text)
         val = encode_to_file(tokenizer, val_spans, stage / "val.bin", progress)
         meta = {
             "format": FORMAT,

@@ -323,7 +323,7 @@ class Trainer:
             {"params": rest, "weight_decay": 0.0},
         ]
         if self.config.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=self.config.lr)
+            return torch.optim.SGD(groups, lr=self.config.lr, fused=True)
         # fused: one kernel for the whole update instead of a dozen passes over each tensor
         return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99), fused=True)
 

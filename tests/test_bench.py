@@ -15,13 +15,13 @@ def test_flops_per_token_of_an_lstm():
 
 
 def test_reference_trains_and_is_scored_through_arlms_interface():
-    ids = np.random.default_rng(0).integers(0, 11, 2000).astype(np.uint16)
+    ids = np.tile(np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5], dtype=np.uint16), 200)
     trainer = ReferenceTrainer(ids, 11, 8, 16, 2, 0.0, batch_size=4, bptt=10, lr=1.0)
     before, _ = evaluate(ReferenceAsModel(trainer), ids[:500])
     seen, seconds = trainer.train_tokens(1500)
     after, _ = evaluate(ReferenceAsModel(trainer), ids[:500])
     assert seen >= 1500 and seconds > 0
-    assert after < before  # it learns (the unigram of random ids, at least)
+    assert after < before - 0.5  # it learns the repeating pattern
     assert before > 2.0 and torch.get_num_threads() >= 1
 
 
