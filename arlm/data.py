@@ -186,21 +186,24 @@ def _next_line_start(path: Path, offset: int) -> int:
     return offset
 
 
-def sample_lines(spans: list[Span], budget: int, seed: int = 0) -> tuple[list[str], set[str]]:
+def sample_lines(
+    spans: list[Span], budget: int, seed: int = 0, characters: bool = True
+) -> tuple[list[str], set[str]]:
     """Lines to train the tokenizer on (all of them, or a random sample of about `budget` bytes
-    when the text is larger), and every character of the whole text."""
+    when the text is larger), and every character of the whole text (if `characters`)."""
     total = sum(span.size for span in spans)
     keep = min(1.0, budget / max(total, 1))
     rng = random.Random(seed)
     lines: list[str] = []
-    characters: set[str] = set()
+    seen: set[str] = set()
     for chunk in read_text(spans):
-        characters.update(chunk)
+        if characters:
+            seen.update(chunk)
         if keep == 1.0:
             lines.extend(chunk.split("\n"))
         else:
             lines.extend(line for line in chunk.split("\n") if rng.random() < keep)
-    return lines, characters
+    return lines, seen
 
 
 # -- writing a dataset ------------------------------------------------------------------------
@@ -319,10 +322,13 @@ def build(
                 # the whole text is the sample: read it once, train on it, then encode it
                 text = list(read_text(train_spans))
                 lines = [line for chunk in text for line in chunk.split("\n")]
-                characters = set().union(*text)
+                # every character matters to a char vocabulary only
+                characters = set().union(*text) if model_type == "char" else set()
                 trained_on = sum(span.size for span in train_spans)
             else:
-                lines, characters = sample_lines(train_spans, SAMPLE_BYTES)
+                lines, characters = sample_lines(
+                    train_spans, SAMPLE_BYTES, characters=model_type == "char"
+                )
                 trained_on = sum(len(line.encode("utf-8", "surrogatepass")) + 1 for line in lines)
             sentences = tk.training_sentences(lines)
             tokenizer = tk.train(sentences, model_type, vocab_size, characters)
