@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import read_versioned
@@ -59,7 +59,13 @@ def write_json(path: Path, value: dict) -> None:
 
 
 def save_weights(model: RecurrentLM, folder: Path, name: str) -> None:
-    atomic_write(Path(folder) / name, lambda p: save_model(model, str(p)))
+    """Every tensor of the state dict, copied to the CPU as a tensor of its own: on a GPU cuDNN
+    packs a recurrent layer's weights into one buffer, which safetensors refuses to store as
+    shared views. Tied weights are stored under both names; loading restores the tie."""
+    tensors = {
+        k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
+    }
+    atomic_write(Path(folder) / name, lambda p: save_file(tensors, str(p)))
 
 
 def save_trainer_state(state: dict, folder: Path) -> None:
@@ -85,11 +91,14 @@ def load(
     if not path.is_file():
         raise UsageError(f"{folder} has no {which}: the run saved no weights yet")
     try:
-        missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
         raise ArlmError(f"{path} is damaged or foreign ({error}): retrain or restore it") from None
-    if missing or unexpected:
-        raise ArlmError(f"{path} does not fit its config.json (missing {missing[:3]}...)")
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1:2] or [str(error)]
+        raise ArlmError(f"{path} does not fit its config.json ({first[0].strip()})") from None
     return model.to(device), config
 
 

@@ -211,18 +211,20 @@ def _inspect(tok: Tokenizer, text: str | None, decode: str | None, json_output: 
 
 def main() -> None:
     """The console script: like `app()`, but a usage error is one line, as ours are."""
-    from typer._click.exceptions import ClickException
-
     try:
         code = app(standalone_mode=False)
-    except ClickException as error:
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as error:  # typer's usage errors (click's, in older typer releases)
+        if not hasattr(error, "format_message") or not isinstance(
+            getattr(error, "exit_code", None), int
+        ):
+            raise
         if message := error.format_message():
             console.print(
                 f"[bold red]error:[/] {message} (see --help)", highlight=False, soft_wrap=True
             )
         sys.exit(error.exit_code)
-    except typer.Abort:
-        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -408,3 +408,31 @@ def test_blockwise_linear_cross_entropy_equals_the_plain_one(rows, monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     per_token = loss_module.token_losses(h, layer.weight, layer.bias, targets)
     torch.testing.assert_close(per_token, F.cross_entropy(layer(h), targets, reduction="none"))
+
+
+def test_weights_that_share_one_buffer_save_and_load(tmp_path):
+    """cuDNN packs a recurrent layer's weights into one buffer on a GPU: simulate that here."""
+    model = tiny_model("lstm").eval()
+    params = list(model.rnn.parameters())
+    flat = torch.cat([p.detach().flatten() for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    (tmp_path / checkpoint.CONFIG).write_text(
+        json.dumps(
+            {
+                "format": checkpoint.FORMAT,
+                "format_version": checkpoint.FORMAT_VERSION,
+                "model": model.config.to_dict(),
+            }
+        )
+    )
+    checkpoint.save_weights(model, tmp_path, checkpoint.BEST)
+    loaded, _ = checkpoint.load(tmp_path)
+    tokens = torch.randint(0, VOCAB, (2, 9))
+    assert torch.equal(model(tokens)[0], loaded.eval()(tokens)[0])
+    other = tiny_model("gru")
+    checkpoint.save_weights(other, tmp_path, checkpoint.BEST)  # weights of another model
+    with pytest.raises(checkpoint.ArlmError, match="does not fit its config.json"):
+        checkpoint.load(tmp_path)
