@@ -300,11 +300,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.precision == torch.float16
         )
-        # models that expose their features take the block-wise loss (arlm.loss)
+        # models that expose their features take the block-wise loss (arlm.loss); `base` is
+        # what a window is run through, `forward` the same, compiled when asked
         self.output = model.output if hasattr(model, "features") else None
-        base = model.features if self.output is not None else model
-        self.base = base
-        self.forward = torch.compile(base) if config.compile else base
+        self.base = model.features if self.output is not None else model
+        self.forward = torch.compile(self.base) if config.compile else self.base
         self.step = self.epoch = self.position = self.tokens = self.clip_count = 0
         self.elapsed = 0.0
         self.best_loss = math.inf
