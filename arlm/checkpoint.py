@@ -16,8 +16,6 @@ renamed into place, so a crash leaves the previous file or the new one, never ha
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from arlm.errors import ArlmError, UsageError
-from arlm.formats import read_versioned
+from arlm.formats import atomic_write, read_versioned
 from arlm.models import ModelConfig, RecurrentLM, build_model
 
 FORMAT = "arlm-checkpoint"
@@ -37,25 +35,6 @@ TRAINER = "trainer_state.pt"
 TOKENIZER = "tokenizer.model"
 METRICS = "metrics.jsonl"
 CURVE = "learning_curve.png"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(temporary path)`, sync it, and rename it over `path`."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except OSError as error:
-        raise ArlmError(f"cannot write {path}: {error.strerror or error}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def write_json(path: Path, value: dict) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(value, indent=2) + "\n"))
 
 
 def save_weights(model: RecurrentLM, folder: Path, name: str) -> None:

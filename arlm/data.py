@@ -15,7 +15,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
-import json
 import os
 import random
 import re
@@ -29,7 +28,7 @@ import numpy as np
 
 from arlm import tokenizer as tk
 from arlm.errors import ArlmError, UsageError
-from arlm.formats import read_versioned
+from arlm.formats import read_versioned, write_json
 
 FORMAT = "arlm-dataset"
 FORMAT_VERSION = 1
@@ -277,10 +276,6 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def write_json(path: Path, value: dict) -> None:
-    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-
-
 def build(
     out: Path,
     train_sources: list[Source],
@@ -346,7 +341,7 @@ def build(
                 "byte_fallback": tokenizer.byte_fallback,
                 "normalization": "identity",
                 "trained_on_bytes": trained_on,  # None: an existing tokenizer was reused
-                "sha256": hashlib.sha256(tokenizer.proto).hexdigest(),
+                "sha256": tokenizer.sha256,
             },
             "train": _split_meta(train),
             "val": _split_meta(val),

@@ -1,8 +1,11 @@
-"""Versioned JSON files: every dataset and checkpoint says what it is and which version."""
+"""Files that must never be half written, and versioned JSON: every dataset and checkpoint says
+what it is and which version."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from arlm.errors import ArlmError, UsageError
@@ -30,3 +33,24 @@ def read_versioned(path: Path, kind: str, version: int, what: str, fix: str) -> 
             f"reads {version}: upgrade arlm, or {fix}"
         )
     return value
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary path)`, sync it, and rename it over `path`: a crash leaves the
+    old file or the new one, never half of one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise ArlmError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: dict) -> None:
+    text = json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))

@@ -48,18 +48,12 @@ def text_from_file(tokenizer: Tokenizer, path: Path) -> Text:
 def text_from_dataset(folder: Path, tokenizer: Tokenizer) -> Text:
     """The validation split of a tokenized dataset made with the same tokenizer."""
     meta = data.load_meta(folder)
-    if meta["tokenizer"]["sha256"] != _sha256(tokenizer):
+    if meta["tokenizer"]["sha256"] != tokenizer.sha256:
         raise UsageError(
             f"{folder} was tokenized with another tokenizer than this checkpoint's: give a "
             "text file instead, or the dataset the model was trained on"
         )
     return Text(data.open_ids(folder, "val"), meta["val"]["bytes"], meta["val"]["chars"])
-
-
-def _sha256(tokenizer: Tokenizer) -> str:
-    import hashlib
-
-    return hashlib.sha256(tokenizer.proto).hexdigest()
 
 
 def score(

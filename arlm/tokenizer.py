@@ -13,6 +13,7 @@ chunk gives the same ids as encoding it whole). Two gaps in SentencePiece are cl
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -65,6 +66,11 @@ class Tokenizer:
             return cls(path.read_bytes())
         except ArlmError as error:
             raise ArlmError(f"{path} is {error}; re-create it with `arlm tokenize`") from None
+
+    @property
+    def sha256(self) -> str:
+        """Identifies the model: datasets and checkpoints record it to refuse a mismatch."""
+        return hashlib.sha256(self.proto).hexdigest()
 
     def save(self, path: Path) -> None:
         Path(path).write_bytes(self.proto)

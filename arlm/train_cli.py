@@ -17,6 +17,7 @@ from rich.table import Table
 
 from arlm import __version__, checkpoint, data, settings
 from arlm.errors import UsageError
+from arlm.formats import write_json
 from arlm.models import build_model
 from arlm.plot import learning_curve
 from arlm.train import EvalRecord, StepRecord, StopRecord, TrainConfig, Trainer
@@ -42,7 +43,7 @@ def main(
     else:
         trainer, out, dataset = _start(values, force, console)
     config = _describe(trainer, dataset)
-    checkpoint.write_json(out / checkpoint.CONFIG, config)
+    write_json(out / checkpoint.CONFIG, config)
     _report_start(trainer, out, console)
     _loop(trainer, out, config, console, log_every)
 

@@ -152,17 +152,19 @@ def test_state_is_reset_at_each_pass_and_lr_follows_warmup_then_cosine():
     assert trainer.learning_rate() == pytest.approx(1e-3)  # min_lr_ratio at the end
 
 
+def write_config(folder: Path, model) -> None:
+    """The least config.json that checkpoint.load reads."""
+    config = {
+        "format": checkpoint.FORMAT,
+        "format_version": checkpoint.FORMAT_VERSION,
+        "model": model.config.to_dict(),
+    }
+    (folder / checkpoint.CONFIG).write_text(json.dumps(config))
+
+
 def test_save_then_load_gives_identical_logits(tmp_path):
     model = tiny_model("lstm", tie_weights=True, embedding_dim=16).eval()
-    (tmp_path / checkpoint.CONFIG).write_text(
-        json.dumps(
-            {
-                "format": checkpoint.FORMAT,
-                "format_version": checkpoint.FORMAT_VERSION,
-                "model": model.config.to_dict(),
-            }
-        )
-    )
+    write_config(tmp_path, model)
     checkpoint.save_weights(model, tmp_path, checkpoint.BEST)
     loaded, _ = checkpoint.load(tmp_path)
     loaded.eval()
@@ -419,15 +421,7 @@ def test_weights_that_share_one_buffer_save_and_load(tmp_path):
     for p in params:
         p.data = flat[offset : offset + p.numel()].view_as(p)
         offset += p.numel()
-    (tmp_path / checkpoint.CONFIG).write_text(
-        json.dumps(
-            {
-                "format": checkpoint.FORMAT,
-                "format_version": checkpoint.FORMAT_VERSION,
-                "model": model.config.to_dict(),
-            }
-        )
-    )
+    write_config(tmp_path, model)
     checkpoint.save_weights(model, tmp_path, checkpoint.BEST)
     loaded, _ = checkpoint.load(tmp_path)
     tokens = torch.randint(0, VOCAB, (2, 9))
