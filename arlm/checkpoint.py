@@ -2,53 +2,149 @@
 
     config.json          format version, model config, training config, dataset facts
     model.safetensors    the best weights so far (by validation loss): what generate/eval use
-    last.safetensors     the latest weights: what --resume continues from
-    trainer_state.pt     optimizer, counters, RNG states, carried hidden state: tensors and plain
-                         values only, read with torch.load(weights_only=True), never unpickled
+    last.safetensors     the latest snapshot, what --resume continues from: the weights and the
+                         trainer state (optimizer, counters, RNG states, carried hidden state) in
+                         one file, so that it can never be half old and half new
     tokenizer.model      a copy of the dataset's tokenizer
     metrics.jsonl        one JSON object per logged step and per evaluation
     learning_curve.png   train and validation loss against tokens seen
 
-Weights are never a pickled module. Each file is written beside its final name, synced, then
-renamed into place, so a crash leaves the previous file or the new one, never half of one.
+Nothing is ever unpickled: tensors are safetensors, everything else JSON. Each .safetensors file
+carries a SHA-256 of its contents (names, shapes, bytes and the JSON beside them), checked on
+load: safetensors itself would load a flipped byte silently. Each file is written beside its
+final name, synced, then renamed into place, so a crash leaves the previous file or the new one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, read_versioned
 from arlm.models import ModelConfig, RecurrentLM, build_model
 
 FORMAT = "arlm-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG = "config.json"
 BEST = "model.safetensors"
 LAST = "last.safetensors"
-TRAINER = "trainer_state.pt"
 TOKENIZER = "tokenizer.model"
 METRICS = "metrics.jsonl"
 CURVE = "learning_curve.png"
+FILES = (CONFIG, BEST, LAST, TOKENIZER, METRICS, CURVE)
 
 
-def save_weights(model: RecurrentLM, folder: Path, name: str) -> None:
-    """Every tensor of the state dict, copied to the CPU as a tensor of its own: on a GPU cuDNN
-    packs a recurrent layer's weights into one buffer, which safetensors refuses to store as
-    shared views. Tied weights are stored under both names; loading restores the tie."""
-    tensors = {
-        k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()
-    }
-    atomic_write(Path(folder) / name, lambda p: save_file(tensors, str(p)))
+# -- checksummed tensor files -----------------------------------------------------------------
 
 
-def save_trainer_state(state: dict, folder: Path) -> None:
-    atomic_write(Path(folder) / TRAINER, lambda p: torch.save(state, p))
+def digest(tensors: dict[str, torch.Tensor], meta: str) -> str:
+    """SHA-256 of `meta` and of every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(meta.encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Tensors (copied to the CPU, each its own storage) and a JSON `meta`, checksummed."""
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    text = json.dumps(meta)
+    metadata = {"arlm": text, "sha256": digest(tensors, text)}
+    # serialized here and written by Python, whose writes report a full disk: safetensors'
+    # own save_file does not (it "succeeds" on /dev/full)
+    blob = save(tensors, metadata=metadata)
+    atomic_write(Path(path), lambda p: p.write_bytes(blob))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and meta of a file `write_tensors` wrote; anything else, damaged in any
+    way, is refused with one message."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        reason = str(error).splitlines()[0][:120] if str(error) else error.__class__.__name__
+        raise ArlmError(f"{path} is damaged or not a weights file ({reason}): restore or retrain") from None
+    if "sha256" not in metadata or "arlm" not in metadata:
+        raise ArlmError(f"{path} was not written by arlm (no checksum): give an arlm checkpoint")
+    if digest(tensors, metadata["arlm"]) != metadata["sha256"]:
+        raise ArlmError(f"{path} is corrupt (its checksum does not match): restore or retrain")
+    return tensors, json.loads(metadata["arlm"])
+
+
+# -- nested trainer state <-> flat tensors and JSON -------------------------------------------
+
+
+def pack(value, tensors: dict[str, torch.Tensor], name: str):
+    """`value` (dicts, lists, tuples, tensors, plain values) as JSON, its tensors moved into
+    `tensors` under names that start with `name`."""
+    if isinstance(value, torch.Tensor):
+        tensors[name] = value
+        return {"$tensor": name}
+    if isinstance(value, dict):
+        return {"$dict": [[k, pack(v, tensors, f"{name}.{k}")] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        items = [pack(v, tensors, f"{name}.{i}") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else {"$tuple": items}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
+
+
+def unpack(value, tensors: dict[str, torch.Tensor]):
+    if isinstance(value, list):
+        return [unpack(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if "$tensor" in value:
+            return tensors[value["$tensor"]]
+        if "$tuple" in value:
+            return tuple(unpack(v, tensors) for v in value["$tuple"])
+        return {k: unpack(v, tensors) for k, v in value["$dict"]}
+    return value
+
+
+# -- weights and snapshots --------------------------------------------------------------------
+
+
+def _weights(model: RecurrentLM) -> dict[str, torch.Tensor]:
+    """The state dict; tied weights appear under both names (write_tensors copies each, since
+    safetensors refuses shared storage, as do cuDNN's packed weights); loading restores ties."""
+    return dict(model.state_dict())
+
+
+def all_finite(model: RecurrentLM) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _check_finite(model: RecurrentLM, path: Path) -> None:
+    if not all_finite(model):
+        raise ArlmError(f"refusing to write {path}: the weights are not finite (the old file is kept)")
+
+
+def save_weights(model: RecurrentLM, folder: Path, name: str = BEST, **meta) -> None:
+    """Weights alone, under their own names: other tools can read model.safetensors."""
+    path = Path(folder) / name
+    _check_finite(model, path)
+    write_tensors(path, _weights(model), {"kind": "weights", **meta})
+
+
+def save_last(model: RecurrentLM, trainer_state: dict, folder: Path) -> None:
+    """Weights and trainer state in one file: one rename replaces both."""
+    path = Path(folder) / LAST
+    _check_finite(model, path)
+    tensors = {f"model.{k}": v for k, v in _weights(model).items()}
+    skeleton = pack(trainer_state, tensors, "trainer")
+    write_tensors(path, tensors, {"kind": "snapshot", "trainer": skeleton})
 
 
 def read_config(folder: Path) -> dict:
@@ -60,47 +156,72 @@ def read_config(folder: Path) -> dict:
     return read_versioned(folder / CONFIG, FORMAT, FORMAT_VERSION, "checkpoint", fix)
 
 
-def load(
-    folder: Path, which: str = BEST, device: str | torch.device = "cpu"
-) -> tuple[RecurrentLM, dict]:
-    """Rebuild the model of a checkpoint with its weights; returns (model, config)."""
+def _read(folder: Path, name: str, kind: str) -> tuple[dict, dict, dict]:
     config = read_config(folder)
-    model = build_model(ModelConfig.from_dict(config["model"]))
-    path = Path(folder) / which
+    path = Path(folder) / name
     if not path.is_file():
-        raise UsageError(f"{folder} has no {which}: the run saved no weights yet")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ArlmError(f"{path} is damaged or foreign ({error}): retrain or restore it") from None
+        raise UsageError(f"{folder} has no {name}: restore it, or retrain (no weights were saved)")
+    tensors, meta = read_tensors(path)
+    if meta.get("kind") != kind:
+        raise ArlmError(f"{path} holds {meta.get('kind')!r}, not {kind!r}: restore or retrain")
+    return config, tensors, meta
+
+
+def _build(config: dict, tensors: dict, path: Path, device) -> RecurrentLM:
+    model = build_model(ModelConfig.from_dict(config["model"]))
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[1:2] or [str(error)]
         raise ArlmError(f"{path} does not fit its config.json ({first[0].strip()})") from None
-    return model.to(device), config
+    return model.to(device)
 
 
-def load_trainer_state(folder: Path) -> dict:
-    """The trainer state, read without unpickling arbitrary objects."""
-    path = Path(folder) / TRAINER
-    if not path.is_file():
-        raise UsageError(f"{folder} has no {TRAINER}: it cannot be resumed")
+def load(folder: Path, device: str | torch.device = "cpu") -> tuple[RecurrentLM, dict]:
+    """The best model of a checkpoint with its weights; returns (model, config)."""
+    config, tensors, _ = _read(folder, BEST, "weights")
+    return _build(config, tensors, Path(folder) / BEST, device), config
+
+
+def load_last(folder: Path) -> tuple[RecurrentLM, dict]:
+    """The latest snapshot: (model on the CPU, trainer state)."""
+    config, tensors, meta = _read(folder, LAST, "snapshot")
+    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # weights_only refuses anything but tensors and plain values
-        raise ArlmError(
-            f"{path} is damaged or unsafe to load ({error.__class__.__name__})"
-        ) from None
+        state = unpack(meta["trainer"], tensors)
+    except (KeyError, TypeError, ValueError):
+        raise ArlmError(f"{Path(folder) / LAST} has no usable trainer state: retrain") from None
+    return _build(config, weights, Path(folder) / LAST, "cpu"), state
+
+
+# -- metrics ----------------------------------------------------------------------------------
 
 
 def append_metrics(folder: Path, record: dict) -> None:
-    with open(Path(folder) / METRICS, "a") as file:
-        file.write(json.dumps(record) + "\n")
+    path = Path(folder) / METRICS
+    try:
+        with open(path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+    except OSError as error:
+        raise ArlmError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def read_metrics(folder: Path) -> list[dict]:
+    """The records of metrics.jsonl; a line cut short by a crash is skipped."""
     path = Path(folder) / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if isinstance(r, dict)]
+
+
+def rewind_metrics(folder: Path, step: int) -> None:
+    """Keep the records up to `step` (a resumed run logs the later ones again)."""
+    kept = [r for r in read_metrics(folder) if r.get("step", 0) <= step]
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    atomic_write(Path(folder) / METRICS, lambda p: p.write_text(text))

@@ -46,7 +46,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except OSError as error:
-        raise ArlmError(f"cannot write {path}: {error.strerror or error}") from None
+        raise ArlmError(
+            f"cannot write {path}: {error.strerror or error} (any previous {path.name} is intact)"
+        ) from None
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -20,7 +20,7 @@ from arlm.train import pick_device, pick_precision
 def load(folder: Path, device_name: str) -> tuple[RecurrentLM, dict, Tokenizer, torch.device]:
     """The best weights of a checkpoint, its config and its tokenizer, on `device_name`."""
     device = pick_device(device_name)
-    model, config = checkpoint.load(folder, checkpoint.BEST, device)
+    model, config = checkpoint.load(folder, device)
     tokenizer = Tokenizer.load(Path(folder) / checkpoint.TOKENIZER)
     if tokenizer.vocab_size != model.config.vocab_size:
         raise UsageError(f"{folder}: tokenizer.model does not match the model's vocabulary")

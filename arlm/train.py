@@ -8,6 +8,7 @@ saves checkpoints from those records.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -18,12 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from arlm.data import Window, batchify, windows
-from arlm.errors import UsageError
+from arlm.errors import ArlmError, UsageError
 from arlm.loss import linear_cross_entropy, token_losses
 from arlm.memory import keep_freed_memory
 from arlm.models import RecurrentLM, State, detach
 
 LN2 = math.log(2)
+MAX_BAD_STEPS = 3  # non-finite updates in a row before going back to the last good state
+MAX_ROLLBACKS = 5
 
 
 @dataclass
@@ -94,6 +97,16 @@ class StepRecord:
     tokens_per_second: float
     elapsed: float
     progress: float  # 0..1 towards the first stopping rule
+    skipped: bool = False  # the loss or the gradients were not finite: no update
+
+
+@dataclass
+class RollbackRecord:
+    """Too many non-finite updates in a row: the trainer went back to a good state."""
+
+    step: int  # where it failed
+    to_step: int  # the state it went back to
+    lr_scale: float  # the learning rate is now multiplied by this
 
 
 @dataclass
@@ -306,6 +319,9 @@ class Trainer:
         self.base = model.features if self.output is not None else model
         self.forward = torch.compile(self.base) if config.compile else self.base
         self.step = self.epoch = self.position = self.tokens = self.clip_count = 0
+        self.bad_steps = self.rollbacks = 0
+        self.lr_scale = 1.0  # halved at each rollback after non-finite losses
+        self._good: tuple[dict, dict] | None = None  # the state a rollback returns to
         self.elapsed = 0.0
         self.best_loss = math.inf
         self.evals_since_best = 0
@@ -348,12 +364,13 @@ class Trainer:
 
     def learning_rate(self) -> float:
         c = self.config
+        lr = c.lr * self.lr_scale
         if self.step < c.warmup_steps:
-            return c.lr * (self.step + 1) / c.warmup_steps
+            return lr * (self.step + 1) / c.warmup_steps
         if c.schedule == "constant":
-            return c.lr
+            return lr
         cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
-        return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
+        return lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
 
     def request_stop(self, reason: str = "interrupted") -> None:
         """Finish the current update, then stop (used for Ctrl-C): the state stays exact."""
@@ -375,19 +392,21 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def run(self) -> Iterator[StepRecord | EvalRecord | StopRecord]:
+    def run(self) -> Iterator[StepRecord | EvalRecord | RollbackRecord | StopRecord]:
         self.model.train()
+        self._remember()
         while (reason := self._should_stop()) is None:
             for window in windows(self.rows, self.config.k1, self.config.k2, self.position):
                 yield self._update(window)
+                if self.bad_steps >= MAX_BAD_STEPS:
+                    yield self._go_back()
+                    break  # start again from the restored position
                 if self.step % self.config.eval_every == 0:
                     yield self.evaluate()
-                if (reason := self._should_stop()) is not None:
+                if self._should_stop() is not None:
                     break
             else:  # a full pass: start the next one from a fresh state
                 self.epoch, self.position, self.carried = self.epoch + 1, 0, None
-                continue
-            break
         if self.evaluated_at != self.step:
             yield self.evaluate()
         yield StopRecord(self.step, reason)
@@ -406,9 +425,21 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         clip = self.config.clip or math.inf
         grad_norm = float(_clip_gradients(self.model, clip))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.carried = detach(carried)  # keep the values, cut the history
+        loss_value = loss.item()
+        # a non-finite loss, or non-finite gradients the fp16 scaler would not skip itself:
+        # no update, and a fresh state for the next window (this one may hold NaNs)
+        skipped = not math.isfinite(loss_value) or (
+            not math.isfinite(grad_norm) and not self.scaler.is_enabled()
+        )
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.carried = None
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.bad_steps = 0
+            self.carried = detach(carried)  # keep the values, cut the history
         self.step += 1
         self.position = window.position + self.config.k1
         seen = targets[:, window.loss_start :].numel()
@@ -421,14 +452,38 @@ class Trainer:
             self.step,
             self.epoch,
             self.tokens,
-            loss.item(),
+            loss_value,
             lr,
             grad_norm,
             clipped,
             seen / seconds,
             self.elapsed,
             self.progress(),
+            skipped,
         )
+
+    # -- numerical faults --------------------------------------------------------------------
+
+    def _remember(self) -> None:
+        """Keep a copy of this state to go back to if the loss stops being finite."""
+        if all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self._good = (weights, copy.deepcopy(self.state_dict()))
+
+    def _go_back(self) -> RollbackRecord:
+        """After MAX_BAD_STEPS non-finite updates in a row: back to the last good state, with
+        half the learning rate. Gives up after MAX_ROLLBACKS."""
+        if self.rollbacks >= MAX_ROLLBACKS or self._good is None:
+            raise ArlmError(
+                f"the loss stayed non-finite after {self.rollbacks} restarts from the last good "
+                "state at lower learning rates: lower --lr or --clip, or check the data"
+            )
+        failed_at, scale, rollbacks = self.step, self.lr_scale / 2, self.rollbacks + 1
+        weights, state = self._good
+        self.model.load_state_dict(weights)
+        self.load_state_dict(copy.deepcopy(state))  # the optimizer would alias the copy
+        self.lr_scale, self.rollbacks, self.bad_steps = scale, rollbacks, 0
+        return RollbackRecord(failed_at, self.step, scale)
 
     def _call(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         try:
@@ -450,6 +505,8 @@ class Trainer:
             self.best_loss, self.evals_since_best = loss, 0
         else:
             self.evals_since_best += 1
+        if math.isfinite(loss):
+            self._remember()
         return EvalRecord(
             self.step,
             self.tokens,
@@ -478,6 +535,8 @@ class Trainer:
                 "best_loss": self.best_loss,
                 "evals_since_best": self.evals_since_best,
                 "evaluated_at": self.evaluated_at,
+                "lr_scale": self.lr_scale,
+                "rollbacks": self.rollbacks,
             },
             "carried": list(self.carried) if self.carried is not None else [],
             "rng": torch.get_rng_state(),

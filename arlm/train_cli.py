@@ -17,20 +17,19 @@ from rich.table import Table
 
 from arlm import __version__, checkpoint, data, settings
 from arlm.errors import UsageError
-from arlm.formats import write_json
+from arlm.formats import atomic_write, write_json
 from arlm.models import build_model
 from arlm.plot import learning_curve
-from arlm.train import EvalRecord, StepRecord, StopRecord, TrainConfig, Trainer
-
-CHECKPOINT_FILES = (
-    checkpoint.CONFIG,
-    checkpoint.BEST,
-    checkpoint.LAST,
-    checkpoint.TRAINER,
-    checkpoint.TOKENIZER,
-    checkpoint.METRICS,
-    checkpoint.CURVE,
+from arlm.train import (
+    MAX_BAD_STEPS,
+    EvalRecord,
+    RollbackRecord,
+    StepRecord,
+    StopRecord,
+    TrainConfig,
+    Trainer,
 )
+
 
 
 def main(
@@ -61,7 +60,7 @@ def _start(values: dict, force: bool, console: Console) -> tuple[Trainer, Path, 
                 f"{out} holds a checkpoint: continue it with --resume {out}, "
                 "or pass --force to start over"
             )
-        for name in CHECKPOINT_FILES:
+        for name in checkpoint.FILES:
             (out / name).unlink(missing_ok=True)
     if values.get("data") is None:
         raise UsageError("--data is required: a dataset folder (arlm tokenize) or a text file")
@@ -123,10 +122,12 @@ def _resume(folder: Path, values: dict) -> tuple[Trainer, Path, Path]:
         )
     train_config = settings.train_config(values, TrainConfig.from_dict(saved["train"]))
     train_config.check()
-    model, _ = checkpoint.load(folder, checkpoint.LAST)
+    model, state = checkpoint.load_last(folder)
     trainer = _trainer(model, dataset, meta, train_config)
-    state = checkpoint.load_trainer_state(folder)
     trainer.load_state_dict(state)
+    for leftover in folder.glob(".*.tmp-*"):  # files a killed run was writing
+        leftover.unlink(missing_ok=True)
+    checkpoint.rewind_metrics(folder, trainer.step)  # records logged after the snapshot
     return trainer, folder, dataset
 
 
@@ -191,11 +192,13 @@ class _StopOnSignal:
             signal.signal(s, handler)
 
 
-def _save(trainer: Trainer, out: Path, best: bool) -> None:
+def _save(trainer: Trainer, out: Path, best: bool, console: Console) -> None:
+    if not checkpoint.all_finite(trainer.model):
+        console.print(f"[yellow]warning:[/] weights not finite at step {trainer.step}: not saved")
+        return
     if best:
-        checkpoint.save_weights(trainer.model, out, checkpoint.BEST)
-    checkpoint.save_weights(trainer.model, out, checkpoint.LAST)
-    checkpoint.save_trainer_state(trainer.state_dict(), out)
+        checkpoint.save_weights(trainer.model, out, step=trainer.step, val_loss=trainer.best_loss)
+    checkpoint.save_last(trainer.model, trainer.state_dict(), out)
 
 
 def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every: int) -> None:
@@ -216,6 +219,12 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
         for record in trainer.run():
             if isinstance(record, StepRecord):
                 window.append(record)
+                if record.skipped:
+                    progress.console.print(
+                        f"[yellow]warning:[/] step {record.step}: loss {record.loss} or gradient "
+                        f"norm {record.grad_norm} not finite: update skipped",
+                        highlight=False,
+                    )
                 if record.step % log_every == 0:
                     line = _log_steps(window, out)
                     window = []
@@ -228,12 +237,23 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
                     _log_steps(window, out)
                     window = []
                 checkpoint.append_metrics(out, asdict(record))
-                _save(trainer, out, record.best)
-                learning_curve(checkpoint.read_metrics(out), out / checkpoint.CURVE, _title(config))
+                _save(trainer, out, record.best, console)
+                metrics = checkpoint.read_metrics(out)
+                atomic_write(
+                    out / checkpoint.CURVE, lambda p: learning_curve(metrics, p, _title(config))
+                )
                 progress.console.print(_eval_line(record), highlight=False)
+            elif isinstance(record, RollbackRecord):
+                checkpoint.append_metrics(out, {"rollback": True, **asdict(record)})
+                progress.console.print(
+                    f"[yellow]warning:[/] {MAX_BAD_STEPS} non-finite updates in a row at step "
+                    f"{record.step}: back to step {record.to_step}, learning rate x"
+                    f"{record.lr_scale:g}",
+                    highlight=False,
+                )
             elif isinstance(record, StopRecord):
                 stop = record
-                _save(trainer, out, best=False)
+                _save(trainer, out, False, console)
         for warning in trainer.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
     _summary(trainer, out, stop, time.perf_counter() - started, console)

@@ -105,7 +105,7 @@ def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
     assert process.returncode == 0, stderr
     assert f"resume with: arlm train --resume {out}" in stderr
     assert stdout == ""
-    state = checkpoint.load_trainer_state(out)
+    _, state = checkpoint.load_last(out)
     steps = state["counters"]["step"]
     assert steps >= 1
     again = subprocess.run(
@@ -124,4 +124,4 @@ def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
         timeout=120,
     )
     assert again.returncode == 0, again.stderr
-    assert checkpoint.load_trainer_state(out)["counters"]["step"] == steps + 2
+    assert checkpoint.load_last(out)[1]["counters"]["step"] == steps + 2

@@ -240,7 +240,6 @@ def test_checkpoint_holds_everything_generate_and_eval_need(tmp_path, char_datas
         "config.json",
         "model.safetensors",
         "last.safetensors",
-        "trainer_state.pt",
         "tokenizer.model",
         "metrics.jsonl",
         "learning_curve.png",
@@ -264,7 +263,8 @@ def test_checkpoint_holds_everything_generate_and_eval_need(tmp_path, char_datas
     assert evals[0]["perplexity"] == pytest.approx(math.exp(evals[0]["val_loss"]))
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "training summary" in result.stderr
-    torch.load(out / "trainer_state.pt", weights_only=True)  # no arbitrary unpickling needed
+    _, state = checkpoint.load_last(out)  # safetensors and JSON: nothing is unpickled
+    assert state["counters"]["step"] == 10 and state["optimizer"]["state"]
 
 
 def test_text_file_is_tokenized_beside_the_checkpoint(tmp_path):
