@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 
 from arlm import checkpoint, score
-from arlm.errors import UsageError
+from arlm.errors import ArlmError, UsageError
 from arlm.models import RecurrentLM
 from arlm.sample import Detokenizer, beam_search, check_sampling, generate
 from arlm.tokenizer import Tokenizer
@@ -21,9 +21,16 @@ def load(folder: Path, device_name: str) -> tuple[RecurrentLM, dict, Tokenizer, 
     """The best weights of a checkpoint, its config and its tokenizer, on `device_name`."""
     device = pick_device(device_name)
     model, config = checkpoint.load(folder, device)
-    tokenizer = Tokenizer.load(Path(folder) / checkpoint.TOKENIZER)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise UsageError(f"{folder}: tokenizer.model does not match the model's vocabulary")
+    path = Path(folder) / checkpoint.TOKENIZER
+    tokenizer = Tokenizer.load(path)
+    expected = config.get("data", {}).get("tokenizer_sha256")
+    if tokenizer.vocab_size != model.config.vocab_size or (
+        expected and tokenizer.sha256 != expected
+    ):
+        raise ArlmError(
+            f"{path} is not the tokenizer this model was trained with: copy it back from the "
+            "dataset folder"
+        )
     return model.eval(), config, tokenizer, device
 
 

@@ -125,3 +125,12 @@ def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert checkpoint.load_last(out)[1]["counters"]["step"] == steps + 2
+
+
+def test_sigkill_at_20_moments_never_loses_the_checkpoint(tmp_path):
+    """tests/kill_test.py: each kill leaves a loadable checkpoint that --resume continues."""
+    from tests import kill_test
+
+    summary = kill_test.trials(20, seed=0, folder=tmp_path, log=lambda line: None)
+    assert summary["trials"] == 20
+    assert summary["killed_during_a_write"] >= 5  # the waiting trials did hit writes
