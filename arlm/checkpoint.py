@@ -74,7 +74,9 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         reason = str(error).splitlines()[0][:120] if str(error) else error.__class__.__name__
-        raise ArlmError(f"{path} is damaged or not a weights file ({reason}): restore or retrain") from None
+        raise ArlmError(
+            f"{path} is damaged or not a weights file ({reason}): restore or retrain"
+        ) from None
     if "sha256" not in metadata or "arlm" not in metadata:
         raise ArlmError(f"{path} was not written by arlm (no checksum): give an arlm checkpoint")
     if digest(tensors, metadata["arlm"]) != metadata["sha256"]:
@@ -128,7 +130,7 @@ def all_finite(model: RecurrentLM) -> bool:
 
 def _check_finite(model: RecurrentLM, path: Path) -> None:
     if not all_finite(model):
-        raise ArlmError(f"refusing to write {path}: the weights are not finite (the old file is kept)")
+        raise ArlmError(f"refusing to write {path}: the weights are not finite (old file kept)")
 
 
 def save_weights(model: RecurrentLM, folder: Path, name: str = BEST, **meta) -> None:

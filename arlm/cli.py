@@ -30,6 +30,11 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)  # never wrap a path or a command in two
 
 
+def _fail(message: str, code: int = 1):
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
+
+
 def clean_errors(command: Callable) -> Callable:
     """Turn arlm's own errors into one line on stderr and an exit code, never a traceback."""
 
@@ -38,11 +43,20 @@ def clean_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except ArlmError as error:
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(error.exit_code) from None
+            _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as error:  # a file system failure that no check above foresaw
+            where = f" {error.filename}" if error.filename else ""
+            _fail(f"cannot use{where}: {error.strerror or error}")
+        except (MemoryError, RuntimeError) as error:
+            if not isinstance(error, MemoryError) and "out of memory" not in str(error).lower():
+                raise
+            _fail(
+                "out of memory: lower --batch-size, --bptt or --hidden-size "
+                "(or --num-samples for generate)"
+            )
 
     return wrapper
 

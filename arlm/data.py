@@ -70,6 +70,7 @@ def scan(path: Path, progress: Progress = _no_progress) -> Source:
         raise UsageError(f"{path} does not exist: give the path of a text file")
     if path.is_dir():
         raise UsageError(f"{path} is a directory: give the text files inside it instead")
+    _refuse_binary(path)
     digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")("surrogateescape")
     source = Source(path, 0, "")
     lines = 0
@@ -89,6 +90,20 @@ def scan(path: Path, progress: Progress = _no_progress) -> Source:
     return source
 
 
+def _refuse_binary(path: Path) -> None:
+    """Text has no NUL bytes; binary files and UTF-16 do: refuse them before reading it all."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1 << 16)
+    except OSError as error:
+        raise ArlmError(f"cannot read {path}: {error.strerror}") from None
+    if (at := head.find(b"\0")) >= 0:
+        raise UsageError(
+            f"{path} looks binary (a NUL byte at offset {at}): give UTF-8 text "
+            "(convert UTF-16 with `iconv -f utf-16 -t utf-8`)"
+        )
+
+
 def _count_invalid(source: Source, text: str, offset: int, lines: int) -> None:
     bad = _ESCAPED.findall(text)
     if not bad:
@@ -101,15 +116,17 @@ def _count_invalid(source: Source, text: str, offset: int, lines: int) -> None:
     source.invalid_bytes += len(bad)
 
 
-def check_utf8(sources: list[Source], policy: str) -> None:
-    """Refuse text that is not UTF-8, saying how much and where, unless told to replace it."""
+def check_utf8(sources: list[Source], policy: str, flag: bool = True) -> None:
+    """Refuse text that is not UTF-8, saying how much and where, unless told to replace it.
+    `flag`: the command has --invalid-utf8 (say so)."""
     for source in sources:
         if source.invalid_bytes and policy == "refuse":
             offset, line = source.first_invalid
+            alternative = " or pass --invalid-utf8 replace to read them as U+FFFD" if flag else ""
             raise ArlmError(
                 f"{source.path}: {source.invalid_bytes} bytes are not UTF-8 (first at byte offset "
-                f"{offset}, line {line}); convert it (e.g. `iconv -f latin1 -t utf-8`) or pass "
-                "--invalid-utf8 replace to read them as U+FFFD"
+                f"{offset}, line {line}); convert it (e.g. `iconv -f latin1 -t utf-8`)"
+                + alternative
             )
 
 

@@ -94,6 +94,8 @@ def run_generate(options: dict, console: Console) -> None:
     check_sampling(o["temperature"], o["top_k"], o["top_p"])
     if o["max_tokens"] < 0 or o["num_samples"] < 1:
         raise UsageError("--max-tokens must be >= 0 and --num-samples >= 1")
+    if o["beam"] < 1:
+        raise UsageError(f"--beam must be at least 1 (1 is sampling), got {o['beam']}")
     if o["beam"] > 1 and o["num_samples"] > 1:
         raise UsageError("--beam finds the one most likely text: drop --num-samples")
     model, _, tokenizer, device = load(o["checkpoint"], o["device"])
@@ -192,6 +194,8 @@ def run_eval(options: dict, console: Console) -> None:
     o = options
     if (o["data"] is None) == (o["text"] is None):
         raise UsageError("give what to score: --data PATH or --text STRING (one of them)")
+    if o["per_token"] and not Path(o["per_token"]).parent.is_dir():
+        raise UsageError(f"--per-token {o['per_token']}: its folder does not exist")
     model, config, tokenizer, device = load(o["checkpoint"], o["device"])
     if o["text"] is not None:
         text = score.text_from_string(tokenizer, o["text"])

@@ -12,6 +12,7 @@ import torch
 
 from arlm import data
 from arlm.errors import UsageError
+from arlm.formats import atomic_write
 from arlm.models import RecurrentLM
 from arlm.tokenizer import Tokenizer
 from arlm.train import evaluate
@@ -36,7 +37,7 @@ def text_from_string(tokenizer: Tokenizer, text: str) -> Text:
 def text_from_file(tokenizer: Tokenizer, path: Path) -> Text:
     """A text file encoded in chunks with the checkpoint's tokenizer."""
     source = data.scan(path)
-    data.check_utf8([source], "refuse")
+    data.check_utf8([source], "refuse", flag=False)
     chunks, chars = [], 0
     for chunk in data.read_text([data.Span(source.path, 0, source.size)]):
         chunks.append(tokenizer.encode_array(chunk, data.dtype_for(tokenizer.vocab_size)))
@@ -82,11 +83,12 @@ def write_per_token(path: Path, tokenizer: Tokenizer, ids: np.ndarray, windows: 
     """Each scored token, in text order, with its log-probability (TSV)."""
     logprobs = np.concatenate(windows, axis=1)  # (B, L): row b is a stretch of text
     streams, length = logprobs.shape
-    with open(path, "w", encoding="utf-8") as out:
-        out.write("position\tid\tpiece\tlogprob\n")
-        for b in range(streams):
-            for t in range(length):
-                position = b * length + t + 1  # the first id is context, never a target
-                token = int(ids[position])
-                piece = tokenizer.sp.id_to_piece(token).replace("\t", "\\t").replace("\n", "\\n")
-                out.write(f"{position}\t{token}\t{piece}\t{logprobs[b, t]:.6f}\n")
+    lines = ["position\tid\tpiece\tlogprob\n"]
+    for b in range(streams):
+        for t in range(length):
+            position = b * length + t + 1  # the first id is context, never a target
+            token = int(ids[position])
+            piece = tokenizer.sp.id_to_piece(token).replace("\t", "\\t").replace("\n", "\\n")
+            lines.append(f"{position}\t{token}\t{piece}\t{logprobs[b, t]:.6f}\n")
+    text = "".join(lines)
+    atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))

@@ -31,7 +31,6 @@ from arlm.train import (
 )
 
 
-
 def main(
     flags: dict, config_path: Path | None, resume: Path | None, force: bool, console: Console
 ) -> None:
@@ -82,7 +81,7 @@ def _dataset(path: Path, out: Path, console: Console) -> Path:
     if path.is_dir():
         return path
     source = data.scan(path)  # refuses missing paths clearly
-    data.check_utf8([source], "refuse")
+    data.check_utf8([source], "refuse", flag=False)
     target = out / "dataset"
     if target.is_dir():
         try:
@@ -238,10 +237,7 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
                     window = []
                 checkpoint.append_metrics(out, asdict(record))
                 _save(trainer, out, record.best, console)
-                metrics = checkpoint.read_metrics(out)
-                atomic_write(
-                    out / checkpoint.CURVE, lambda p: learning_curve(metrics, p, _title(config))
-                )
+                _plot(out, config)
                 progress.console.print(_eval_line(record), highlight=False)
             elif isinstance(record, RollbackRecord):
                 checkpoint.append_metrics(out, {"rollback": True, **asdict(record)})
@@ -257,6 +253,11 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
         for warning in trainer.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
     _summary(trainer, out, stop, time.perf_counter() - started, console)
+
+
+def _plot(out: Path, config: dict) -> None:
+    metrics = checkpoint.read_metrics(out)
+    atomic_write(out / checkpoint.CURVE, lambda p: learning_curve(metrics, p, _title(config)))
 
 
 def _log_steps(window: list[StepRecord], out: Path) -> str:

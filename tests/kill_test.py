@@ -45,7 +45,9 @@ def trials(count: int, seed: int, folder: Path, log=print) -> dict:
     corpus = folder / "corpus.txt"
     corpus.write_text(corpus_text(400), encoding="utf-8")
     out = folder / "ck"
-    first = arlm("train", "--data", corpus, "--out", out, *MODEL, "--max-steps", 2, "--eval-every", 1)
+    first = arlm(
+        "train", "--data", corpus, "--out", out, *MODEL, "--max-steps", 2, "--eval-every", 1
+    )
     assert first.returncode == 0, first.stderr
     step, mid_write = check(out), 0
     for trial in range(count):
@@ -66,7 +68,9 @@ def trials(count: int, seed: int, folder: Path, log=print) -> dict:
         leftovers = list(out.glob(".*.tmp-*"))  # a write the kill cut short
         mid_write += bool(leftovers)
         killed_at = check(out)
-        assert killed_at >= step, f"trial {trial}: the snapshot went back from {step} to {killed_at}"
+        assert killed_at >= step, (
+            f"trial {trial}: the snapshot went back from {step} to {killed_at}"
+        )
         resumed = arlm("train", "--resume", out, "--max-steps", killed_at + 1)
         assert resumed.returncode == 0, f"trial {trial}: resume failed: {resumed.stderr[-500:]}"
         step = check(out)

@@ -20,8 +20,14 @@ from arlm import checkpoint, data, train_cli
 from arlm.cli import app
 from arlm.errors import ArlmError
 from arlm.models import ModelConfig, build_model
-from arlm.train import MAX_BAD_STEPS, MAX_ROLLBACKS, RollbackRecord, StepRecord, TrainConfig
-from arlm.train import Trainer
+from arlm.train import (
+    MAX_BAD_STEPS,
+    MAX_ROLLBACKS,
+    RollbackRecord,
+    StepRecord,
+    TrainConfig,
+    Trainer,
+)
 from tests.conftest import corpus_text
 
 torch.set_num_threads(1)
@@ -82,7 +88,9 @@ def uses(folder: Path, name: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("name", [checkpoint.BEST, checkpoint.LAST])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(where=st.floats(0, 1, exclude_max=True))
 def test_a_flipped_byte_anywhere_is_refused(trained, name, where):
     path = trained / "ck" / name
@@ -309,7 +317,9 @@ def test_non_finite_updates_in_a_row_go_back_to_the_last_good_state_at_half_the_
     for record in reference.run():
         if record.step == 4 and record.__class__.__name__ == "EvalRecord":
             break
-    assert all(torch.equal(a, b) for a, b in zip(weights_of(reference), weights_of(trainer), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(weights_of(reference), weights_of(trainer), strict=True)
+    )
     # the same windows again, finite this time: training goes on to the end
     rest = [r for r in trainer.run() if isinstance(r, StepRecord)]
     assert rest[-1].step == 40 and not any(r.skipped for r in rest)
