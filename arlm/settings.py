@@ -27,6 +27,31 @@ TRAIN_FIELDS = {name: name for name in TrainConfig.__dataclass_fields__} | {
     "warmup": "warmup_steps"
 }
 OTHER = {"data", "out", "bptt", "log_every", "resume", "force", "config"}
+OTHER_TYPES = {"data": "str", "out": "str", "resume": "str", "config": "str", "bptt": "int"}
+OTHER_TYPES |= {"log_every": "int", "force": "bool", "time_budget": "str"}
+ACCEPTS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+ARTICLE = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}
+
+
+def _type_of(key: str) -> str:
+    """'int', 'float', 'bool' or 'str': what the setting `key` takes."""
+    if key in OTHER_TYPES:
+        return OTHER_TYPES[key]
+    if key in MODEL_FIELDS:
+        field = ModelConfig.__dataclass_fields__[MODEL_FIELDS[key]]
+    else:
+        field = TrainConfig.__dataclass_fields__[TRAIN_FIELDS[key]]
+    return str(field.type).split("|")[0].strip()
+
+
+def _check_types(path: Path, values: dict) -> None:
+    for key, value in values.items():
+        kind = _type_of(key)
+        accepted = ACCEPTS[kind] + ((int, float) if key == "time_budget" else ())
+        if isinstance(value, bool) != (kind == "bool") or not isinstance(value, accepted):
+            raise UsageError(
+                f"--config {path}: {key.replace('_', '-')} takes {ARTICLE[kind]}, got {value!r}"
+            )
 
 
 def parse_duration(text: str | float | int | None) -> float | None:
@@ -51,6 +76,7 @@ def read_toml(path: Path) -> dict:
     unknown = set(values) - set(MODEL_FIELDS) - set(TRAIN_FIELDS) - OTHER
     if unknown:
         raise UsageError(f"--config {path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    _check_types(path, values)
     return values
 
 

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from arlm import __version__, checkpoint, data, settings
-from arlm.errors import UsageError
+from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
 from arlm.models import build_model
 from arlm.plot import learning_curve
@@ -53,35 +53,54 @@ def _start(values: dict, force: bool, console: Console) -> tuple[Trainer, Path, 
     model_config = settings.model_config(values)
     train_config = settings.train_config(values)
     out = Path(values.get("out") or Path("checkpoints") / model_config.kind)
-    if (out / checkpoint.CONFIG).exists():
-        if not force:
-            raise UsageError(
-                f"{out} holds a checkpoint: continue it with --resume {out}, "
-                "or pass --force to start over"
-            )
-        for name in checkpoint.FILES:
-            (out / name).unlink(missing_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: give a folder for the checkpoint")
+    if (out / checkpoint.CONFIG).exists() and not force:
+        raise UsageError(
+            f"{out} holds a checkpoint: continue it with --resume {out}, "
+            "or pass --force to start over"
+        )
     if values.get("data") is None:
         raise UsageError("--data is required: a dataset folder (arlm tokenize) or a text file")
     model_config.check()
     train_config.check()
-    dataset = _dataset(Path(values["data"]), out, console)
-    meta = data.load_meta(dataset)
-    model_config.vocab_size = meta["vocab_size"]
-    torch.manual_seed(train_config.seed)
-    model = build_model(model_config)
-    trainer = _trainer(model, dataset, meta, train_config)
-    out.mkdir(parents=True, exist_ok=True)
+    path = Path(values["data"])
+    source = None
+    if path.is_dir():
+        data.load_meta(path)  # a damaged dataset is refused before anything is written
+    else:
+        source = _text_source(path)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ArlmError(f"cannot create the checkpoint folder {out}: {error.strerror}") from None
+    try:
+        dataset = path if source is None else _tokenize(path, source, out, console)
+        meta = data.load_meta(dataset)
+        model_config.vocab_size = meta["vocab_size"]
+        torch.manual_seed(train_config.seed)
+        trainer = _trainer(build_model(model_config), dataset, meta, train_config)
+    except BaseException:
+        if created:  # leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    for name in checkpoint.FILES:  # --force: the old run goes only now that this one can start
+        (out / name).unlink(missing_ok=True)
     shutil.copyfile(dataset / "tokenizer.model", out / checkpoint.TOKENIZER)
     return trainer, out, dataset
 
 
-def _dataset(path: Path, out: Path, console: Console) -> Path:
-    """A dataset folder as it is; a text file tokenized (characters) into OUT/dataset first."""
-    if path.is_dir():
-        return path
-    source = data.scan(path)  # refuses missing paths clearly
+def _text_source(path: Path) -> data.Source:
+    source = data.scan(path)  # refuses missing paths and binary files clearly
     data.check_utf8([source], "refuse", flag=False)
+    if not source.size:
+        raise UsageError(f"{path} is empty: give a file with some text in it")
+    return source
+
+
+def _tokenize(path: Path, source: data.Source, out: Path, console: Console) -> Path:
+    """A text file tokenized (characters) into OUT/dataset, unless that is done already."""
     target = out / "dataset"
     if target.is_dir():
         try:

@@ -1,5 +1,9 @@
 """Shared fixtures: tiny corpora and tokenizers made on the spot (milliseconds each)."""
 
+import contextlib
+import io
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,3 +56,28 @@ def needs_shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: benchmark corpora live in ../shared/data beside the repo")
     return path
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_arlm(*args: object) -> Run:
+    """`arlm ARGS` as the console script runs it (usage errors on one line), in this process."""
+    from arlm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, stdin = sys.argv, sys.stdin
+    sys.argv, sys.stdin = ["arlm", *map(str, args)], io.StringIO("")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        sys.argv, sys.stdin = argv, stdin
+    return Run(code, out.getvalue(), err.getvalue())
