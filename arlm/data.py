@@ -397,7 +397,10 @@ def open_ids(folder: Path, split: str = "train") -> np.ndarray:
         raise ArlmError(f"{path} is missing or truncated: re-create it with `arlm tokenize`")
     if expected == 0:
         return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+    ids = np.memmap(path, dtype=dtype, mode="r")
+    if int(ids.max()) >= meta["vocab_size"]:  # one pass at disk speed; an embedding would crash
+        raise ArlmError(f"{path} holds ids outside the vocabulary: it is corrupt, re-tokenize")
+    return ids
 
 
 # -- batches for training ---------------------------------------------------------------------

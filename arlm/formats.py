@@ -45,12 +45,26 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
+        _sync_folder(path.parent)  # make the rename itself survive a power cut
     except OSError as error:
         raise ArlmError(
             f"cannot write {path}: {error.strerror or error} (any previous {path.name} is intact)"
         ) from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # some systems cannot open folders: the rename is still atomic
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def write_json(path: Path, value: dict) -> None:

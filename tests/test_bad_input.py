@@ -48,6 +48,12 @@ def work(tmp_path_factory) -> Path:
     (tmp / "ck_no_weights").mkdir()
     for name in (checkpoint.CONFIG, checkpoint.TOKENIZER):
         shutil.copyfile(tmp / "ck" / name, tmp / "ck_no_weights" / name)
+    shutil.copytree(tmp / "ck", tmp / "ck_no_tokenizer")
+    (tmp / "ck_no_tokenizer" / checkpoint.TOKENIZER).unlink()
+    shutil.copytree(tmp / "ds", tmp / "ds_corrupt")
+    with open(tmp / "ds_corrupt" / "train.bin", "r+b") as file:  # an id past the vocabulary
+        file.seek(100)
+        file.write(b"\xff\xff")
     shutil.copytree(tmp / "ck", tmp / "ck_garbled")
     (tmp / "ck_garbled" / checkpoint.BEST).write_bytes(os.urandom(3000))
     (tmp / "empty.txt").write_text("")
@@ -90,6 +96,7 @@ BAD_INPUTS = [
     (["train", "--data", "{tmp}/huge.txt", "--out", "{tmp}/new"], 2, "looks binary"),
     (["train", "--data", "{tmp}/latin1.txt", "--out", "{tmp}/new"], 1, "are not UTF-8"),
     (["train", "--data", "{tmp}/ds", "--out", "{tmp}/ck"], 2, "--resume"),
+    (["train", "--data", "{tmp}/ds_corrupt", "--out", "{tmp}/new"], 1, "outside the vocabulary"),
     (["train", "--data", "{tmp}/ds", "--out", "{tmp}/a_file"], 2, "is a file"),
     (["train", "--data", "{tmp}/ds", "--out", "/proc/arlm-nope"], 1, "cannot create"),
     (["train", "--data", "{tmp}/ds", "--out", "{tmp}/a_file/sub"], 1, "cannot create"),
@@ -121,6 +128,7 @@ BAD_INPUTS = [
     (["generate", "{tmp}/ds"], 2, "not an arlm checkpoint"),
     (["generate", "{tmp}/ck_no_weights"], 2, "has no model.safetensors"),
     (["generate", "{tmp}/ck_garbled"], 1, "damaged or not a weights file"),
+    (["generate", "{tmp}/ck_no_tokenizer"], 2, "no tokenizer"),
     (["generate"], 2, "Missing argument"),
     # eval
     (["eval", "{tmp}/ck"], 2, "give what to score"),

@@ -71,7 +71,8 @@ def test_encoding_memory_does_not_grow_with_the_corpus(tmp_path):
     assert peak < 500e6, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB corpus"
 
 
-def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_saves_and_prints_the_resume_command(tmp_path, signum):
     import signal
 
     from arlm import checkpoint
@@ -100,7 +101,7 @@ def test_ctrl_c_saves_and_prints_the_resume_command(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not checkpoint.read_metrics(out):
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signum))
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert f"resume with: arlm train --resume {out}" in stderr
