@@ -244,7 +244,7 @@ def main() -> None:
 
 # -- train ------------------------------------------------------------------------------------
 
-ModelKind = Literal["elman", "jordan", "lstm", "gru"]
+ModelKind = Literal["elman", "jordan", "lstm", "gru", "ngram", "hmm"]
 
 
 @app.command()
@@ -275,6 +275,8 @@ def train(
     jordan_decay: Annotated[
         float | None, typer.Option(help="Jordan context self-loop a [default: 0.5].")
     ] = None,
+    order: Annotated[int | None, typer.Option(help="N-gram length N [default: 3].")] = None,
+    states: Annotated[int | None, typer.Option(help="HMM hidden states [default: 32].")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Parallel streams [default: 32].")] = None,
     bptt: Annotated[int | None, typer.Option(help="Sets both --k1 and --k2.")] = None,
     k1: Annotated[int | None, typer.Option(help="Tokens between updates [default: 64].")] = None,
@@ -309,7 +311,8 @@ def train(
     log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 10,
     force: Annotated[bool, typer.Option(help="Start over in an existing --out.")] = False,
 ) -> None:
-    """Train a recurrent language model with truncated backpropagation through time."""
+    """Train a language model: a recurrent network (TBPTT), an HMM (gradient, TBPTT) or an
+    n-gram model (counting)."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "force")}
     flags["data"] = flags.pop("data_path")
     from arlm import train_cli  # torch loads only for the commands that need it

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from arlm.errors import UsageError
-from arlm.models import RecurrentLM, State
+from arlm.models import RecurrentLM, State, device_of
 from arlm.tokenizer import Tokenizer
 
 
@@ -106,7 +106,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
+        device = device_of(model)
         state: State = model.init_state(num_samples)
         if prompt:
             ids = torch.tensor([prompt], device=device).expand(num_samples, -1)
@@ -114,7 +114,9 @@ def generate(
             logits = logits[:, -1]
         else:
             logits = model.initial_logits(num_samples)
-        step = model.stepper(num_samples)  # one token at a time, written out where it pays
+        step = model.stepper(
+            num_samples, generator
+        )  # one token at a time, written out where it pays
         for _ in range(max_tokens):
             token = pick(logits, temperature, top_k, top_p, generator)
             logprob = torch.log_softmax(logits.float(), -1).gather(-1, token[:, None])[:, 0]
@@ -140,7 +142,7 @@ def beam_search(
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
+        device = device_of(model)
         state = model.init_state(1)
         if prompt:
             logits, state = model(torch.tensor([prompt], device=device), state)

@@ -22,6 +22,8 @@ MODEL_FIELDS = {
     "input": "input",
     "nonlinearity": "nonlinearity",
     "jordan_decay": "jordan_decay",
+    "order": "order",
+    "states": "states",
 }
 TRAIN_FIELDS = {name: name for name in TrainConfig.__dataclass_fields__} | {
     "warmup": "warmup_steps"

@@ -22,7 +22,7 @@ from arlm.data import Window, batchify, windows
 from arlm.errors import ArlmError, UsageError
 from arlm.loss import linear_cross_entropy, token_losses
 from arlm.memory import keep_freed_memory
-from arlm.models import RecurrentLM, State, detach
+from arlm.models import RecurrentLM, State, detach, device_of
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 3  # non-finite updates in a row before going back to the last good state
@@ -194,7 +194,7 @@ def evaluate(
     dropped. With `per_token`, appends each window's (B, T) target log-probabilities: joined
     along T and read row by row, they follow the text from its second token on.
     """
-    device = device or next(model.parameters()).device
+    device = device or device_of(model)
     if len(ids) < 2:
         raise UsageError("the evaluation text is too short: it needs at least two tokens")
     streams = max(1, min(streams, (len(ids) - 1) // 8))
@@ -307,9 +307,10 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()  # no page faults on the big per-step buffers (arlm.memory)
         self.rows = batchify(train_ids, config.batch_size)
-        self.val_ids = val_ids
+        self.train_ids, self.val_ids = train_ids, val_ids
         self.val_bytes_per_token = val_bytes_per_token
-        self.optimizer = self._make_optimizer()
+        self.counting = hasattr(model, "fit")  # an n-gram model: trained by counting, at once
+        self.optimizer = None if self.counting else self._make_optimizer()
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.precision == torch.float16
         )
@@ -394,6 +395,9 @@ class Trainer:
 
     def run(self) -> Iterator[StepRecord | EvalRecord | RollbackRecord | StopRecord]:
         self.model.train()
+        if self.counting:
+            yield from self._count()
+            return
         self._remember()
         while (reason := self._should_stop()) is None:
             for window in windows(self.rows, self.config.k1, self.config.k2, self.position):
@@ -462,6 +466,14 @@ class Trainer:
             skipped,
         )
 
+    def _count(self) -> Iterator[EvalRecord | StopRecord]:
+        started = time.perf_counter()
+        self.model.fit(np.asarray(self.train_ids))
+        self.elapsed += time.perf_counter() - started
+        self.step, self.epoch, self.tokens = 1, 1, len(self.train_ids)
+        yield self.evaluate()
+        yield StopRecord(self.step, "counted")
+
     # -- numerical faults --------------------------------------------------------------------
 
     def _remember(self) -> None:
@@ -523,7 +535,7 @@ class Trainer:
         """Everything but the weights that an exact resume needs: plain values and tensors
         only, so it loads with torch.load(weights_only=True)."""
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
             "scaler": self.scaler.state_dict(),
             "counters": {
                 "step": self.step,
@@ -544,7 +556,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         for name, value in state["counters"].items():
             setattr(self, name, value)

@@ -18,7 +18,7 @@ from rich.table import Table
 from arlm import __version__, checkpoint, data, settings
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
-from arlm.models import build_model
+from arlm.models import ModelConfig, build_model
 from arlm.plot import learning_curve
 from arlm.train import (
     MAX_BAD_STEPS,
@@ -178,11 +178,16 @@ def _describe(trainer: Trainer, dataset: Path) -> dict:
 
 def _report_start(trainer: Trainer, out: Path, console: Console) -> None:
     c, m = trainer.config, trainer.model.config
+    how = (
+        f"counting {len(trainer.train_ids):,} tokens"
+        if trainer.counting
+        else f"{c.batch_size} streams, k1={c.k1} k2={c.backprop_steps}, "
+        f"{trainer.steps_per_epoch} steps per pass"
+    )
     console.print(
-        f"{m.kind} {m.num_layers}x{m.hidden_size}, {trainer.model.num_parameters():,} parameters"
-        f" | {c.batch_size} streams, k1={c.k1} k2={c.backprop_steps}, "
-        f"{trainer.steps_per_epoch} steps per pass | {trainer.device}, "
-        f"{str(trainer.precision).removeprefix('torch.')}, {torch.get_num_threads()} threads"
+        f"{m.describe()}, {trainer.model.num_parameters():,} parameters | {how} | "
+        f"{trainer.device}, {str(trainer.precision).removeprefix('torch.')}, "
+        f"{torch.get_num_threads()} threads"
         f" | {out}",
         highlight=False,
     )
@@ -311,7 +316,7 @@ def _eval_line(record: EvalRecord) -> str:
 def _title(config: dict) -> str:
     m = config["model"]
     return (
-        f"{m['kind']} {m['num_layers']}x{m['hidden_size']} on "
+        f"{ModelConfig.from_dict(m).describe()} on "
         f"{Path(config['data']['path']).name} ({config['data']['model_type']} tokens)"
     )
 

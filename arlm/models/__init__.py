@@ -7,6 +7,7 @@ from arlm.models.recurrent import (
     State,
     build_model,
     detach,
+    device_of,
 )
 
-__all__ = ["REGISTRY", "ModelConfig", "RecurrentLM", "State", "build_model", "detach"]
+__all__ = ["REGISTRY", "ModelConfig", "RecurrentLM", "State", "build_model", "detach", "device_of"]

@@ -37,6 +37,8 @@ class ModelConfig:
     input: str = "embedding"  # embedding | one-hot
     nonlinearity: str = "tanh"  # elman only: tanh | relu
     jordan_decay: float = 0.5  # jordan only: a in c_t = a * c_{t-1} + y_{t-1}
+    order: int = 3  # ngram only: N, the tokens of each n-gram
+    states: int = 32  # hmm only: K hidden states
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +47,14 @@ class ModelConfig:
     def from_dict(cls, values: dict) -> ModelConfig:
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+    def describe(self) -> str:
+        """'lstm 2x256', 'ngram N=3', 'hmm K=32': the model in a few characters."""
+        if self.kind == "ngram":
+            return f"ngram N={self.order}"
+        if self.kind == "hmm":
+            return f"hmm K={self.states}"
+        return f"{self.kind} {self.num_layers}x{self.hidden_size}"
 
     def check(self) -> None:
         """Refuse impossible settings with a message that says what to change."""
@@ -120,8 +130,9 @@ class RecurrentLM(nn.Module):
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         raise NotImplementedError
 
-    def stepper(self, batch_size: int = 1) -> Stepper:
-        """What generation calls once per token (see Stepper)."""
+    def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:
+        """What generation calls once per token (see Stepper); `generator` for models that
+        draw random numbers of their own."""
         return Stepper(self)
 
     def num_parameters(self) -> int:
@@ -168,7 +179,7 @@ class FusedLM(RecurrentLM):
         h, new = self.rnn(x, state if len(state) > 1 else state[0])  # h: (B, T, H)
         return self.drop(h), (tuple(new) if isinstance(new, tuple) else (new,))
 
-    def stepper(self, batch_size: int = 1) -> Stepper:
+    def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:
         return FusedStepper(self, batch_size)
 
     def cell(self, gi: Tensor, gh: Tensor, state: State) -> State:
@@ -382,9 +393,19 @@ REGISTRY: dict[str, type[RecurrentLM]] = {
 
 
 def build_model(config: ModelConfig) -> RecurrentLM:
-    if config.kind not in REGISTRY:
-        raise UsageError(f"unknown model {config.kind!r}: pick one of {', '.join(REGISTRY)}")
-    return REGISTRY[config.kind](config)
+    from arlm.models.classical import HMMLM, NGramLM
+
+    kinds = REGISTRY | {"ngram": NGramLM, "hmm": HMMLM}
+    if config.kind not in kinds:
+        raise UsageError(f"unknown model {config.kind!r}: pick one of {', '.join(kinds)}")
+    return kinds[config.kind](config)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where a model's tensors are (a counting model has buffers, no parameters)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def detach(state: State) -> State:

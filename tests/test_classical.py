@@ -1,0 +1,229 @@
+"""The n-gram and HMM language models against independent computations: Kneser-Ney by plain
+dictionaries, the forward algorithm by enumerating every hidden path."""
+
+import itertools
+import math
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from arlm import checkpoint, data
+from arlm.cli import app
+from arlm.models import ModelConfig, build_model
+from arlm.sample import generate
+from tests.conftest import corpus_text
+
+runner = CliRunner()
+
+
+def ngram(ids, order: int, vocab: int):
+    model = build_model(ModelConfig(kind="ngram", vocab_size=vocab, order=order))
+    model.fit(np.array(ids))
+    return model
+
+
+def kneser_ney_by_hand(ids: list[int], order: int, vocab: int, context: tuple) -> list[float]:
+    """P(w | context) for every w, from dictionaries of counts, straight from the formula."""
+    bos = vocab
+    seq = [bos] * (order - 1) + list(ids)
+    ends = range(order - 1, len(seq))  # n-grams end at a real token
+    tables = {}
+    for n in range(1, order + 1):
+        if n == order:
+            counts = Counter(tuple(seq[i - n + 1 : i + 1]) for i in ends)
+        else:
+            longer = {tuple(seq[i - n : i + 1]) for i in ends if i - n >= 0}
+            counts = Counter(g[1:] for g in longer)
+        ones = sum(1 for c in counts.values() if c == 1)
+        twos = sum(1 for c in counts.values() if c == 2)
+        discount = min(0.95, max(0.05, ones / (ones + 2 * twos))) if ones else 0.5
+        by_context = defaultdict(dict)
+        for gram, c in counts.items():
+            by_context[gram[:-1]][gram[-1]] = c
+        tables[n] = (by_context, discount)
+
+    def p(w: int, n: int) -> float:
+        if n == 0:
+            return 1 / vocab
+        by_context, D = tables[n]
+        h = tuple(context[len(context) - (n - 1) :]) if n > 1 else ()
+        seen = by_context.get(h)
+        if not seen:
+            return p(w, n - 1)
+        total = sum(seen.values())
+        return max(seen.get(w, 0) - D, 0) / total + D * len(seen) / total * p(w, n - 1)
+
+    return [p(w, order) for w in range(vocab)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ids=st.lists(st.integers(0, 4), min_size=1, max_size=40),
+    order=st.integers(1, 4),
+    context=st.lists(st.integers(0, 5), min_size=3, max_size=3),
+)
+def test_kneser_ney_equals_the_formula_by_hand(ids, order, context):
+    vocab = 5
+    model = ngram(ids, order, vocab)
+    ctx = np.array([context[3 - (order - 1) :] if order > 1 else []], dtype=np.int64)
+    got = model.distributions(ctx.reshape(1, order - 1))[0]
+    expected = kneser_ney_by_hand(ids, order, vocab, tuple(ctx[0]))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert got.sum() == pytest.approx(1.0) and (got > 0).all()  # finite on any token
+
+
+def test_counts_of_a_tiny_text_by_hand():
+    # "a b a b c" as ids 0 1 0 1 2, bigrams: (bos a) (a b) (b a) (a b) (b c)
+    model = ngram([0, 1, 0, 1, 2], 2, 3)
+    base = 4
+    keys2 = model.keys2.tolist()
+    counts2 = dict(zip(keys2, model.counts2.tolist(), strict=True))
+    assert counts2 == {3 * base + 0: 1, 0 * base + 1: 2, 1 * base + 0: 1, 1 * base + 2: 1}
+    # continuation counts of unigrams: a after {bos, b}, b after {a}, c after {b}
+    assert dict(zip(model.keys1.tolist(), model.counts1.tolist(), strict=True)) == {
+        0: 2,
+        1: 1,
+        2: 1,
+    }
+    # P(b | a): c(a b) = 2 of c(a .) = 2, one distinct follower; D from counts of counts
+    D = model.discounts[1].item()
+    assert D == pytest.approx(3 / (3 + 2 * 1))  # three bigrams seen once, one twice
+    # unigram: continuation counts a 2, b 1, c 1 (total 4), D1 = 2 / (2 + 2 * 1) = 0.5, so
+    # P1(b) = (1 - 0.5) / 4 + 0.5 * 3 / 4 * 1 / 3 = 0.25
+    assert model.discounts[0].item() == pytest.approx(0.5)
+    p = model.distributions(np.array([[0]]))[0]
+    assert p[1] == pytest.approx((2 - D) / 2 + D * 1 / 2 * 0.25)
+    assert p.sum() == pytest.approx(1.0)
+
+
+def test_ngram_state_carries_across_calls_and_survives_a_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, 500)
+    model = ngram(ids, 3, 7)
+    text = torch.from_numpy(rng.integers(0, 7, (2, 20)))
+    whole, _ = model(text)
+    head, state = model(text[:, :8])
+    tail, _ = model(text[:, 8:], state)
+    torch.testing.assert_close(torch.cat([head, tail], 1), whole)
+    (tmp_path / checkpoint.CONFIG).write_text(
+        __import__("json").dumps(
+            {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
+             "model": model.config.to_dict()}
+        )
+    )  # fmt: skip
+    checkpoint.save_weights(model, tmp_path)
+    loaded, _ = checkpoint.load(tmp_path)
+    assert torch.equal(loaded(text)[0], whole)
+
+
+def test_an_order_too_long_for_the_vocabulary_is_refused():
+    with pytest.raises(checkpoint.UsageError, match="--order 6 is too long"):
+        build_model(ModelConfig(kind="ngram", vocab_size=33_000, order=6))
+
+
+# -- HMM ---------------------------------------------------------------------------------------
+
+
+def hmm(states: int, vocab: int, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(kind="hmm", vocab_size=vocab, states=states)).eval()
+
+
+def sequence_logprob(model, ids: list[int]) -> float:
+    """log P(w_1..w_T) from the model's own next-token log-probabilities."""
+    first = torch.log_softmax(model.initial_logits(1), -1)[0, ids[0]]
+    if len(ids) == 1:
+        return first.item()
+    logits, _ = model(torch.tensor([ids[:-1]]))
+    rest = torch.log_softmax(logits, -1)[0].gather(-1, torch.tensor(ids[1:])[:, None]).sum()
+    return (first + rest).item()
+
+
+@pytest.mark.parametrize("ids", [[0], [2, 1], [0, 1, 2, 1], [2, 2, 0, 1, 1]])
+def test_forward_algorithm_equals_the_sum_over_every_hidden_path(ids):
+    model = hmm(states=3, vocab=3)
+    pi, A, B = (t.double() for t in model.probabilities())
+    total = 0.0
+    for path in itertools.product(range(3), repeat=len(ids)):
+        p = pi[path[0]] * B[path[0], ids[0]]
+        for t in range(1, len(ids)):
+            p = p * A[path[t - 1], path[t]] * B[path[t], ids[t]]
+        total += p.item()
+    assert sequence_logprob(model, ids) == pytest.approx(math.log(total), rel=1e-5)
+
+
+def test_a_long_text_never_underflows():
+    model = hmm(states=8, vocab=50)
+    ids = torch.randint(0, 50, (1, 5000))
+    logits, (p,) = model(ids)
+    assert torch.isfinite(logits).all() and torch.isfinite(p).all()
+    assert p.sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_generation_walks_the_hidden_chain():
+    """A chain 0 -> 1 -> 2 -> 0 whose state s emits token s: generation must follow it."""
+    model = hmm(states=3, vocab=3)
+    with torch.no_grad():
+        model.transition.copy_(torch.eye(3).roll(1, dims=1) * 50)
+        model.emission.copy_(torch.eye(3) * 50)
+    g = torch.Generator().manual_seed(0)
+    tokens = [int(s.ids[0]) for s in generate(model, [0], 9, temperature=1.0, generator=g)]
+    assert tokens == [1, 2, 0, 1, 2, 0, 1, 2, 0]
+
+
+# -- through the command line ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def char_dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("classical")
+    (folder / "corpus.txt").write_text(corpus_text(200), encoding="utf-8")
+    data.build(folder / "ds", [data.scan(folder / "corpus.txt")], model_type="char")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--model", "ngram", "--order", "4"],
+        [
+            "--model",
+            "hmm",
+            "--states",
+            "8",
+            "--max-steps",
+            "30",
+            "--lr",
+            "0.05",
+            "--batch-size",
+            "4",
+        ],
+    ],
+)
+def test_train_generate_and_eval_work_for_the_classical_models(char_dataset, tmp_path, args):
+    out = tmp_path / "ck"
+    result = runner.invoke(
+        app, ["train", "--data", str(char_dataset / "ds"), "--out", str(out), *args]
+    )
+    assert result.exit_code == 0, result.output
+    sample = runner.invoke(
+        app, ["generate", str(out), "--prompt", "the ", "--max-tokens", "40", "--top-k", "5",
+              "--temperature", "0.7", "--seed", "3"],
+    )  # fmt: skip
+    assert sample.exit_code == 0 and sample.stdout.startswith("the ")
+    again = runner.invoke(
+        app, ["generate", str(out), "--prompt", "the ", "--max-tokens", "40", "--top-k", "5",
+              "--temperature", "0.7", "--seed", "3"],
+    )  # fmt: skip
+    assert again.stdout == sample.stdout  # same seed, same text
+    scored = runner.invoke(
+        app, ["eval", str(out), "--text", "unseen: QXZ \u2603 and the cat", "--json"]
+    )
+    assert scored.exit_code == 0, scored.output
+    figures = __import__("json").loads(scored.stdout)
+    assert math.isfinite(figures["perplexity"]) and figures["perplexity"] > 1
