@@ -6,8 +6,14 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 DEMO   := data/python-docs
+# make compare: tinyshakespeare when ../shared/data has it, else the built-in corpus
+SHAKESPEARE := ../shared/data/tinyshakespeare
+LADDER_TEXT := $(if $(wildcard $(SHAKESPEARE)/train.txt),$(SHAKESPEARE)/train.txt --val $(SHAKESPEARE)/valid.txt,--builtin python-docs)
+LADDER_DATA := data/ladder-char
+LADDER := checkpoints/ladder
+RUNG   := $(BIN)/arlm train --data $(LADDER_DATA) --force --eval-every 100 --time-budget 40s
 
-.PHONY: install test test-fast demo bench lint clean
+.PHONY: install test test-fast demo compare bench lint clean
 
 install: $(STAMP)
 
@@ -34,6 +40,20 @@ demo: $(STAMP)
 	$(BIN)/arlm generate checkpoints/demo --prompt "The " --max-tokens 120 --top-k 40 \
 		--temperature 0.8 --seed 1
 
+# The course's story in one table: unigram -> n-grams -> HMM -> Elman -> Jordan -> LSTM -> GRU,
+# all on the same characters, scored on the same validation text (~4 minutes).
+compare: $(STAMP)
+	$(BIN)/arlm tokenize $(LADDER_TEXT) --model-type char --out $(LADDER_DATA) --force
+	$(BIN)/arlm train --data $(LADDER_DATA) --force --model ngram --order 1 --out $(LADDER)/1-unigram
+	$(BIN)/arlm train --data $(LADDER_DATA) --force --model ngram --order 3 --out $(LADDER)/2-trigram
+	$(BIN)/arlm train --data $(LADDER_DATA) --force --model ngram --order 6 --out $(LADDER)/3-6gram
+	$(RUNG) --model hmm --states 64 --lr 0.03 --out $(LADDER)/4-hmm
+	$(RUNG) --model elman --out $(LADDER)/5-elman
+	$(RUNG) --model jordan --out $(LADDER)/6-jordan
+	$(RUNG) --model lstm --out $(LADDER)/7-lstm
+	$(RUNG) --model gru --out $(LADDER)/8-gru
+	$(BIN)/arlm compare $(LADDER)/*/ --data $(LADDER_DATA) --plot $(LADDER)/compare.png
+
 # The benchmarks of issue 5 (~27 minutes here): figures, ratios and a table in bench/results/.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
@@ -44,5 +64,5 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis $(DEMO) \
-		checkpoints/demo
+		checkpoints/demo $(LADDER_DATA) $(LADDER)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

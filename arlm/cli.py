@@ -387,3 +387,50 @@ def eval_command(
     from arlm.generate_cli import run_eval
 
     run_eval(options, console)
+
+
+@app.command()
+@clean_errors
+def compare(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoint folders.")],
+    data_path: Annotated[
+        Path,
+        typer.Option("--data", help="The text every model is scored on (a file or dataset)."),
+    ],
+    plot: Annotated[Path | None, typer.Option(help="Bar chart of bits per byte (PNG).")] = Path(
+        "compare.png"
+    ),
+    device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="The rows as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Score several checkpoints on the same text: model, size, training cost, perplexity and
+    bits per byte (the scale every tokenizer shares)."""
+    from arlm.compare_cli import run_compare
+
+    options = {"checkpoints": checkpoints, "data": data_path, "plot": plot, "device": device}
+    run_compare(options | {"json": json_output}, console)
+
+
+@app.command()
+@clean_errors
+def diagnose(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoint folders (overlaid).")],
+    data_path: Annotated[
+        Path, typer.Option("--data", help="Text to probe on (a file or a dataset's val split).")
+    ],
+    max_distance: Annotated[int, typer.Option(help="K: how many steps back.")] = 50,
+    windows: Annotated[int, typer.Option(help="Windows averaged over.")] = 64,
+    plot: Annotated[Path | None, typer.Option(help="Log-scale plot of all curves (PNG).")] = Path(
+        "diagnose.png"
+    ),
+    json_output: Annotated[bool, typer.Option("--json", help="The curves as JSON.")] = False,
+) -> None:
+    """The vanishing-gradient probe: how much the prediction of a token depends on the input
+    k steps back (mean gradient norm with respect to that input vector), k = 0..K."""
+    from arlm.diagnose import run_diagnose
+
+    options = dict(locals())
+    options["data"], options["json"] = options.pop("data_path"), options.pop("json_output")
+    run_diagnose(options, console)

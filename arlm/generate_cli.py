@@ -190,30 +190,45 @@ def _emit_batch(
     sys.stdout.flush()
 
 
+def score_checkpoint(
+    folder: Path,
+    data_path: Path | None,
+    text: str | None,
+    device_name: str = "auto",
+    precision_name: str | None = None,
+    per_token: Path | None = None,
+) -> dict:
+    """The figures of `score.score` for a checkpoint on a text file, a dataset's validation
+    split or a string, in the precision the model trained in unless told otherwise."""
+    model, config, tokenizer, device = load(folder, device_name)
+    if text is not None:
+        scored = score.text_from_string(tokenizer, text)
+    elif Path(data_path).is_dir():
+        scored = score.text_from_dataset(Path(data_path), tokenizer)
+    else:
+        scored = score.text_from_file(tokenizer, Path(data_path))
+    name = precision_name or {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
+        config.get("precision", "float32"), "fp32"
+    )
+    if device.type == "cpu" and name == "fp16":
+        name = "fp32"
+    precision = pick_precision(name, device)
+    windows: list | None = [] if per_token else None
+    figures = score.score(model, scored, device, precision, windows)
+    if per_token:
+        score.write_per_token(per_token, tokenizer, scored.ids, windows)
+    return figures
+
+
 def run_eval(options: dict, console: Console) -> None:
     o = options
     if (o["data"] is None) == (o["text"] is None):
         raise UsageError("give what to score: --data PATH or --text STRING (one of them)")
     if o["per_token"] and not Path(o["per_token"]).parent.is_dir():
         raise UsageError(f"--per-token {o['per_token']}: its folder does not exist")
-    model, config, tokenizer, device = load(o["checkpoint"], o["device"])
-    if o["text"] is not None:
-        text = score.text_from_string(tokenizer, o["text"])
-    elif Path(o["data"]).is_dir():
-        text = score.text_from_dataset(Path(o["data"]), tokenizer)
-    else:
-        text = score.text_from_file(tokenizer, Path(o["data"]))
-    # the precision the model trained and was validated in, unless told otherwise
-    name = o["precision"] or {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
-        config.get("precision", "float32"), "fp32"
+    figures = score_checkpoint(
+        o["checkpoint"], o["data"], o["text"], o["device"], o["precision"], o["per_token"]
     )
-    if device.type == "cpu" and name == "fp16":
-        name = "fp32"
-    precision = pick_precision(name, device)
-    windows: list | None = [] if o["per_token"] else None
-    figures = score.score(model, text, device, precision, windows)
-    if o["per_token"]:
-        score.write_per_token(o["per_token"], tokenizer, text.ids, windows)
     if o["json"]:
         sys.stdout.write(json.dumps(figures) + "\n")
         return

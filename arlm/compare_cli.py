@@ -1,0 +1,107 @@
+"""`arlm compare`: several checkpoints scored on the same text, as a table and a bar chart."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from arlm import checkpoint
+from arlm.errors import UsageError
+from arlm.formats import atomic_write
+from arlm.generate_cli import score_checkpoint
+from arlm.models import ModelConfig
+
+
+def stdout_console() -> Console:
+    """For tables that are the command's product: on stdout, 120 columns in a pipe."""
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+
+
+def plot_path(value: Path | None) -> Path | None:
+    """--plot PATH; an empty one (--plot '') draws nothing. The folder must exist."""
+    if value is None or str(value) in ("", "."):
+        return None
+    if not Path(value).parent.is_dir():
+        raise UsageError(f"--plot {value}: its folder does not exist")
+    return Path(value)
+
+
+def describe(folder: Path) -> dict:
+    """What a checkpoint is and what its training cost (from config.json and metrics.jsonl)."""
+    config = checkpoint.read_config(folder)
+    model_config = ModelConfig.from_dict(config["model"])
+    metrics = checkpoint.read_metrics(folder)
+    model, _ = checkpoint.load(folder)
+    return {
+        "checkpoint": str(folder),
+        "model": model_config.describe(),
+        "kind": model_config.kind,
+        "parameters": model.num_parameters(),
+        "training_seconds": max((m.get("elapsed", 0.0) for m in metrics), default=0.0),
+        "training_tokens": max((m.get("tokens", 0) for m in metrics), default=0),
+        "tokenizer": config.get("data", {}).get("model_type", "?"),
+    }
+
+
+def run_compare(options: dict, console: Console) -> None:
+    folders = [Path(p) for p in options["checkpoints"]]
+    if not folders:
+        raise UsageError("give one or more checkpoint folders to compare")
+    for folder in folders:  # refuse a wrong folder before scoring the others
+        checkpoint.read_config(folder)
+    plot = plot_path(options["plot"])
+    rows = []
+    for folder in folders:
+        row = describe(folder)
+        row |= score_checkpoint(folder, options["data"], None, options["device"])
+        rows.append(row)
+        console.print(f"scored {folder}: {row['bits_per_byte']:.3f} bits/byte", highlight=False)
+    if plot:
+        atomic_write(plot, lambda p: bar_chart(rows, p, f"on {Path(options['data']).name}"))
+    if options["json"]:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title=f"scored on {options['data']}", title_justify="left")
+    for name in (
+        "checkpoint",
+        "model",
+        "parameters",
+        "training",
+        "tokens",
+        "perplexity",
+        "bits/byte",
+    ):
+        table.add_column(name, justify="left" if name in ("checkpoint", "model") else "right")
+    for r in rows:
+        table.add_row(
+            Path(r["checkpoint"]).name,
+            r["model"],
+            f"{r['parameters']:,}",
+            f"{r['training_seconds']:.0f}s",
+            f"{r['training_tokens']:,}",
+            f"{r['perplexity']:.2f}",
+            f"{r['bits_per_byte']:.3f}",
+        )
+    stdout_console().print(table)
+    if plot:
+        console.print(f"bar chart: {plot}", highlight=False)
+
+
+def bar_chart(rows: list[dict], path: Path, title: str) -> None:
+    from arlm.plot import plt
+
+    figure, axes = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5), dpi=110)
+    names = [f"{Path(r['checkpoint']).name} ({r['model']})" for r in rows]
+    values = [r["bits_per_byte"] for r in rows]
+    bars = axes.barh(names[::-1], values[::-1], color="#4c72b0")
+    axes.bar_label(bars, fmt="%.3f", padding=3, fontsize=8)
+    axes.set_xlabel("bits per byte (lower is better)")
+    axes.set_title(title, fontsize=10)
+    axes.set_xlim(0, max(values) * 1.15)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
