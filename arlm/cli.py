@@ -276,6 +276,9 @@ def train(
         float | None, typer.Option(help="Jordan context self-loop a [default: 0.5].")
     ] = None,
     order: Annotated[int | None, typer.Option(help="N-gram length N [default: 3].")] = None,
+    init_embeddings: Annotated[
+        Path | None, typer.Option(help="Start the input layer from `arlm embed` vectors.")
+    ] = None,
     states: Annotated[int | None, typer.Option(help="HMM hidden states [default: 32].")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Parallel streams [default: 32].")] = None,
     bptt: Annotated[int | None, typer.Option(help="Sets both --k1 and --k2.")] = None,
@@ -434,3 +437,37 @@ def diagnose(
     options = dict(locals())
     options["data"], options["json"] = options.pop("data_path"), options.pop("json_output")
     run_diagnose(options, console)
+
+
+@app.command()
+@clean_errors
+def embed(
+    data_path: Annotated[
+        Path, typer.Option("--data", help="A dataset folder: its tokens and tokenizer.")
+    ],
+    method: Annotated[Literal["skipgram", "cbow"], typer.Option(help="word2vec flavour.")] = (
+        "skipgram"
+    ),
+    dim: Annotated[int, typer.Option(help="Vector size (= train's --embedding-dim).")] = 128,
+    window: Annotated[int, typer.Option(help="Context tokens on each side (at most).")] = 5,
+    negatives: Annotated[int, typer.Option(help="Noise tokens per example.")] = 5,
+    epochs: Annotated[float, typer.Option(help="Passes over the training tokens.")] = 1.0,
+    lr: Annotated[float, typer.Option(help="SparseAdam learning rate.")] = 0.01,
+    seed: Annotated[int, typer.Option(help="Same seed, same vectors.")] = 0,
+    out: Annotated[Path, typer.Option(help="Where to save them.")] = Path("embeddings.safetensors"),
+    embeddings: Annotated[
+        Path | None, typer.Option(help="Use this file instead of training.")
+    ] = None,
+    neighbors: Annotated[
+        list[str] | None, typer.Option(help="List the pieces nearest to this one (may repeat).")
+    ] = None,
+    count: Annotated[int, typer.Option(help="How many neighbours.")] = 10,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """word2vec embeddings (skip-gram or CBOW, negative sampling) of a dataset's tokens, and
+    the nearest pieces to a piece by cosine similarity."""
+    from arlm.embed_cli import run_embed
+
+    options = dict(locals())
+    options["data"] = options.pop("data_path")
+    run_embed(options, console)

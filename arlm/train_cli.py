@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import __version__, checkpoint, data, settings
+from arlm import __version__, checkpoint, data, embed, settings
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
 from arlm.models import ModelConfig, build_model
@@ -80,7 +80,10 @@ def _start(values: dict, force: bool, console: Console) -> tuple[Trainer, Path, 
         meta = data.load_meta(dataset)
         model_config.vocab_size = meta["vocab_size"]
         torch.manual_seed(train_config.seed)
-        trainer = _trainer(build_model(model_config), dataset, meta, train_config)
+        model = build_model(model_config)
+        if values.get("init_embeddings"):
+            embed.init_embeddings(model, values["init_embeddings"], meta["tokenizer"]["sha256"])
+        trainer = _trainer(model, dataset, meta, train_config)
     except BaseException:
         if created:  # leave nothing behind
             shutil.rmtree(out, ignore_errors=True)
@@ -126,7 +129,7 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig) -> Trainer:
 
 def _resume(folder: Path, values: dict) -> tuple[Trainer, Path, Path]:
     saved = checkpoint.read_config(folder)
-    changed = [k for k in settings.MODEL_FIELDS if k in values]
+    changed = [k for k in (*settings.MODEL_FIELDS, "init_embeddings") if k in values]
     if changed:
         raise UsageError(
             f"--resume keeps the model it saved: drop --{changed[0].replace('_', '-')}"

@@ -1,13 +1,14 @@
 """The course's tools: `arlm compare` and `arlm diagnose` (the vanishing-gradient probe)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from arlm import data
+from arlm import data, embed
 from arlm.diagnose import gradient_by_distance
 from arlm.models import ModelConfig, build_model
 from tests.conftest import corpus_text, run_arlm
@@ -116,3 +117,81 @@ def test_diagnose_overlays_checkpoints_and_refuses_counting_models(ladder, tmp_p
     assert len(curve) == 6 and all(v >= 0 for v in curve)
     refused = run_arlm("diagnose", ladder / "ngram", "--data", ladder / "ds", "--plot", "")
     assert refused.code == 2 and "no input layer" in refused.stderr
+
+
+# -- word2vec ---------------------------------------------------------------------------------
+
+
+def test_negative_sampling_loss_is_the_formula():
+    torch.manual_seed(0)
+    h, pos, neg = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 2, 4)
+    expected = 0.0
+    for i in range(3):
+        row = -torch.log(torch.sigmoid(pos[i] @ h[i]))
+        for j in range(2):
+            row = row - torch.log(torch.sigmoid(-(neg[i, j] @ h[i])))
+        expected += row.item() / 3
+    assert embed.negative_sampling_loss(h, pos, neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_context_windows_stay_inside_the_text_and_the_drawn_reach():
+    ids = np.arange(10) * 10
+    contexts, mask = embed.context_table(ids, 3, np.random.default_rng(0))
+    reach = np.random.default_rng(0).integers(1, 4, size=10)  # the draw it made
+    for i in range(10):
+        for j, offset in enumerate([-3, -2, -1, 1, 2, 3]):
+            inside = 0 <= i + offset < 10 and abs(offset) <= reach[i]
+            assert mask[i, j] == inside
+            if inside:
+                assert contexts[i, j] == ids[i + offset]
+
+
+@pytest.mark.parametrize("method", ["skipgram", "cbow"])
+def test_tokens_that_share_contexts_end_up_neighbours(method):
+    """Two 'topics': tokens 0-5 only ever appear among each other, 6-11 likewise."""
+    rng = np.random.default_rng(0)
+    blocks = [rng.integers(0, 6, 20) if i % 2 else rng.integers(6, 12, 20) for i in range(300)]
+    vectors, _, facts = embed.train(
+        np.concatenate(blocks), 12, method, dim=16, window=3, epochs=3, subsample=0, lr=0.05
+    )
+    assert facts["final_loss"] < 0.8 * 6 * math.log(2)  # the loss at the start: u = 0
+    for token in (0, 7):
+        group = range(0, 6) if token < 6 else range(6, 12)
+        near = [i for i, _ in embed.neighbors(vectors, token, 5)]
+        assert set(near) == set(group) - {token}, (token, near)
+
+
+def test_init_embeddings_copies_the_vectors_and_refuses_what_does_not_fit(tmp_path):
+    vectors = torch.randn(40, 6)
+    embed.save(tmp_path / "e.safetensors", vectors, torch.zeros(40, 6), {"method": "cbow"}, "abc")
+    model = tiny("lstm")
+    embed.init_embeddings(model, tmp_path / "e.safetensors", "abc")
+    assert torch.equal(model.input.weight, vectors)
+    with pytest.raises(embed.UsageError, match="another tokenizer"):
+        embed.init_embeddings(model, tmp_path / "e.safetensors", "xyz")
+    with pytest.raises(embed.UsageError, match="pass --embedding-dim 6"):
+        embed.init_embeddings(tiny("gru", embedding_dim=8), tmp_path / "e.safetensors", "abc")
+    with pytest.raises(embed.UsageError, match="one-hot"):
+        embed.init_embeddings(tiny("elman", input="one-hot"), tmp_path / "e.safetensors", "abc")
+
+
+def test_embed_command_trains_saves_lists_and_feeds_train(ladder, tmp_path):
+    common = ["embed", "--data", ladder / "ds", "--dim", "8", "--epochs", "0.5"]
+    first = run_arlm(*common, "--out", tmp_path / "a.safetensors", "--neighbors", "a")
+    assert first.code == 0, first.stderr
+    assert "nearest to 'a'" in first.stdout and first.stdout.count("\n│") >= 10
+    again = run_arlm(*common, "--out", tmp_path / "b.safetensors")
+    a, _ = embed.load(tmp_path / "a.safetensors")
+    b, _ = embed.load(tmp_path / "b.safetensors")
+    assert again.code == 0 and torch.equal(a, b)  # same seed, same vectors
+    refused = run_arlm(*common, "--out", tmp_path / "a.safetensors")
+    assert refused.code == 2 and "--force" in refused.stderr
+    typo = run_arlm(*common[:3], "--embeddings", tmp_path / "a.safetensors", "--neighbors", "xq")
+    assert typo.code == 2 and "not one piece" in typo.stderr
+    out = tmp_path / "ck"
+    trained = run_arlm(
+        "train", "--data", ladder / "ds", "--out", out, "--init-embeddings",
+        tmp_path / "a.safetensors", "--embedding-dim", "8", "--hidden-size", "8",
+        "--max-steps", "1",
+    )  # fmt: skip
+    assert trained.code == 0, trained.stderr
