@@ -309,6 +309,19 @@ def train(
         Literal["auto", "fp32", "bf16", "fp16"] | None, typer.Option(help="[default: auto]")
     ] = None,
     compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile.")] = None,
+    sequences: Annotated[
+        Literal["stream", "lines", "documents"] | None,
+        typer.Option(
+            help="stream: TBPTT over the text; lines/documents: each on its own, "
+            "padded, full BPTT [default: stream]."
+        ),
+    ] = None,
+    padding: Annotated[
+        Literal["pre", "post"] | None, typer.Option(help="Sequences: where pads go [post].")
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Sequences: cut longer ones (with a warning).")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with these settings.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this checkpoint.")] = None,
     log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 10,

@@ -98,20 +98,25 @@ def run_generate(options: dict, console: Console) -> None:
         raise UsageError(f"--beam must be at least 1 (1 is sampling), got {o['beam']}")
     if o["beam"] > 1 and o["num_samples"] > 1:
         raise UsageError("--beam finds the one most likely text: drop --num-samples")
-    model, _, tokenizer, device = load(o["checkpoint"], o["device"])
+    model, config, tokenizer, device = load(o["checkpoint"], o["device"])
     prompt = read_prompt(o["prompt"], o["prompt_file"])
     warn_unknown(tokenizer, prompt, console)
     prompt_ids = tokenizer.encode(prompt)
+    # a model trained on independent sequences reads <s> first and ends a text with </s>
+    by_sequence = config.get("train", {}).get("sequences", "stream") != "stream"
+    start = [tokenizer.bos_id] if by_sequence else []
+    end = tokenizer.eos_id if by_sequence else None
     if o["beam"] > 1:
-        stop_ids = {tokenizer.sp.eos_id()} if tokenizer.sp.eos_id() >= 0 else set()
-        ids, logprob = beam_search(model, prompt_ids, o["max_tokens"], o["beam"], stop_ids)
+        stop_ids = {tokenizer.eos_id} if tokenizer.eos_id >= 0 else set()
+        ids, logprob = beam_search(model, start + prompt_ids, o["max_tokens"], o["beam"], stop_ids)
+        ids = [i for i in ids if i != end]
         text = tokenizer.decode(prompt_ids + ids)[len(tokenizer.decode(prompt_ids)) :]
         return _emit_batch(o, prompt, [ids], [logprob], [text])
     generator = torch.Generator(device=device)
     generator.manual_seed(o["seed"] if o["seed"] is not None else torch.seed())
     steps = generate(
         model,
-        prompt_ids,
+        start + prompt_ids,
         o["max_tokens"],
         o["num_samples"],
         o["temperature"],
@@ -119,7 +124,7 @@ def run_generate(options: dict, console: Console) -> None:
         o["top_p"],
         generator,
     )
-    samples = [Sample(tokenizer, prompt_ids, o["stop"]) for _ in range(o["num_samples"])]
+    samples = [Sample(tokenizer, prompt_ids, o["stop"], end) for _ in range(o["num_samples"])]
     streaming = o["num_samples"] == 1 and not o["json"]
     if streaming:
         sys.stdout.write(prompt)
@@ -152,15 +157,19 @@ class Sample:
     """One generated text: its ids and their total log-probability (up to and including the
     token that completed a stop string), and its text, which ends before the stop string."""
 
-    def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], stops: list[str]) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, prompt_ids: list[int], stops: list[str], end: int | None = None
+    ) -> None:
         self.detokenizer = Detokenizer(tokenizer, prompt_ids)
         self.watcher = StopWatcher(stops)
+        self.end = end  # the end-of-sequence id, for models trained on sequences
+        self.ended = False
         self.ids: list[int] = []
         self.logprob = 0.0
 
     @property
     def stopped(self) -> bool:
-        return self.watcher.stopped
+        return self.ended or self.watcher.stopped
 
     @property
     def text(self) -> str:
@@ -172,9 +181,14 @@ class Sample:
             return ""
         self.ids.append(token)
         self.logprob += logprob
+        if token == self.end:  # the model ended its text
+            self.ended = True
+            return self.watcher.feed(self.detokenizer.finish(), final=True)
         return self.watcher.feed(self.detokenizer.add(token))
 
     def finish(self) -> str:
+        if self.ended:
+            return ""
         return self.watcher.feed(self.detokenizer.finish(), final=True)
 
 
@@ -213,8 +227,12 @@ def score_checkpoint(
     if device.type == "cpu" and name == "fp16":
         name = "fp32"
     precision = pick_precision(name, device)
+    unit = config.get("train", {}).get("sequences", "stream")
+    if unit != "stream" and per_token:
+        raise UsageError("--per-token is for models trained on a stream, not on --sequences")
     windows: list | None = [] if per_token else None
-    figures = score.score(model, scored, device, precision, windows)
+    by_sequence = None if unit == "stream" else (unit, tokenizer)
+    figures = score.score(model, scored, device, precision, windows, by_sequence)
     if per_token:
         score.write_per_token(per_token, tokenizer, scored.ids, windows)
     return figures

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from arlm import data
+from arlm import sequences as seqs
 from arlm.errors import UsageError
 from arlm.formats import atomic_write
 from arlm.models import RecurrentLM
 from arlm.tokenizer import Tokenizer
-from arlm.train import evaluate
+from arlm.train import autocast, evaluate
 
 LN2 = math.log(2)
 
@@ -63,13 +64,21 @@ def score(
     device: torch.device,
     precision: torch.dtype,
     per_token: list[np.ndarray] | None = None,
+    by_sequence: tuple[str, Tokenizer] | None = None,
 ) -> dict:
     """The figures of `text`. Bits per byte and per character spread the mean loss over every
     token of the text (the few that `evaluate` leaves unscored are taken to cost the mean)."""
     if len(text.ids) < 2:
         raise UsageError("the text is too short to score: it needs at least two tokens")
-    loss, _ = evaluate(model, text.ids, device, precision, per_token=per_token)
-    total_bits = loss * len(text.ids) / LN2
+    if by_sequence:  # as the model trained: each line (or document) on its own, </s> at its end
+        unit, tokenizer = by_sequence
+        pieces = seqs.split(text.ids, tokenizer.newline_id, unit)
+        with autocast(device, precision):
+            loss, count = seqs.evaluate(model, pieces, tokenizer.bos_id, tokenizer.eos_id, device)
+    else:
+        loss, _ = evaluate(model, text.ids, device, precision, per_token=per_token)
+        count = len(text.ids)
+    total_bits = loss * count / LN2
     return {
         "tokens": len(text.ids),
         "loss": loss,

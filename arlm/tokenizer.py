@@ -81,6 +81,19 @@ class Tokenizer:
         """Ids of `text`; any string works, and `decode` gives it back exactly."""
         return list(chain.from_iterable(self._encode_lines(text)))
 
+    @property
+    def newline_id(self) -> int | None:
+        """The id of the "\n" piece, if a newline is one piece."""
+        return self._newline[0] if len(self._newline) == 1 else None
+
+    @property
+    def bos_id(self) -> int:
+        return self.sp.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        return self.sp.eos_id()
+
     def encode_array(self, text: str, dtype: np.dtype) -> np.ndarray:
         """`encode` straight into a numpy array, for corpora."""
         rows = self._encode_lines(text)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from arlm import sequences as seqs
 from arlm.data import Window, batchify, windows
 from arlm.errors import ArlmError, UsageError
 from arlm.loss import linear_cross_entropy, token_losses
@@ -52,6 +53,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False
+    sequences: str = "stream"  # stream (TBPTT over one long text) | lines | documents
+    padding: str = "post"  # sequences only: pads after (post) or before (pre) each sequence
+    max_length: int | None = None  # sequences only: cut longer ones
 
     @property
     def backprop_steps(self) -> int:
@@ -79,6 +83,14 @@ class TrainConfig:
             raise UsageError("--lr must be positive; --weight-decay, --clip, --warmup >= 0")
         if self.optimizer not in ("adamw", "sgd"):
             raise UsageError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.sequences not in ("stream", *seqs.UNITS):
+            raise UsageError(
+                f"--sequences must be stream, lines or documents, got {self.sequences!r}"
+            )
+        if self.padding not in seqs.PADDINGS:
+            raise UsageError(f"--padding must be pre or post, got {self.padding!r}")
+        if self.max_length is not None and self.max_length < 1:
+            raise UsageError(f"--max-length must be positive, got {self.max_length}")
         if self.schedule not in ("cosine", "constant"):
             raise UsageError(f"--schedule must be cosine or constant, got {self.schedule!r}")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
@@ -298,7 +310,9 @@ class Trainer:
         val_ids: np.ndarray,
         config: TrainConfig,
         val_bytes_per_token: float = 1.0,
+        specials: dict[str, int] | None = None,
     ) -> None:
+        """`specials`: the "newline", "bos" and "eos" ids, for --sequences lines|documents."""
         config.check()
         self.config = config
         self.device = pick_device(config.device)
@@ -306,7 +320,12 @@ class Trainer:
         self.model = model.to(self.device)
         if self.device.type == "cpu":
             keep_freed_memory()  # no page faults on the big per-step buffers (arlm.memory)
-        self.rows = batchify(train_ids, config.batch_size)
+        self.warnings: list[str] = []  # for the caller to show; the trainer never prints
+        self.by_sequence = config.sequences != "stream"
+        if self.by_sequence:
+            self._split(train_ids, val_ids, specials)
+        else:
+            self.rows = batchify(train_ids, config.batch_size)
         self.train_ids, self.val_ids = train_ids, val_ids
         self.val_bytes_per_token = val_bytes_per_token
         self.counting = hasattr(model, "fit")  # an n-gram model: trained by counting, at once
@@ -329,7 +348,6 @@ class Trainer:
         self.evaluated_at = -1
         self.carried: State | None = None
         self._stop_reason: str | None = None
-        self.warnings: list[str] = []  # for the caller to show; the trainer never prints
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         # weight decay on matrices only: decaying biases and norms just hurts
@@ -346,9 +364,39 @@ class Trainer:
 
     # -- schedule and stopping ---------------------------------------------------------------
 
+    def _split(self, train_ids, val_ids, specials: dict[str, int] | None) -> None:
+        c = self.config
+        if not specials or specials.get("newline") is None:
+            raise UsageError("--sequences needs a dataset whose tokenizer has a newline piece")
+        self.specials = specials
+        cut = lambda ids: seqs.split(ids, specials["newline"], c.sequences)  # noqa: E731
+        self.train_sequences, truncated = seqs.truncate(cut(train_ids), c.max_length)
+        self.val_sequences, _ = seqs.truncate(cut(val_ids), c.max_length)
+        if not self.train_sequences or not self.val_sequences:
+            raise UsageError(f"the dataset holds no {c.sequences} to train or validate on")
+        self.lengths = np.array([len(s) for s in self.train_sequences])
+        if truncated:
+            self.warnings.append(
+                f"{truncated:,} of {len(self.lengths):,} training sequences were longer than "
+                f"--max-length {c.max_length} and were cut"
+            )
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        """The batches of sequence indices of pass `epoch`: the same for a resumed run."""
+        rng = np.random.default_rng([self.config.seed, epoch])
+        return seqs.batches(self.lengths, self.config.batch_size, rng)
+
     @property
     def steps_per_epoch(self) -> int:
+        if self.by_sequence:
+            return len(self._batches(0))
         return math.ceil((self.rows.shape[1] - 1) / self.config.k1)
+
+    def _passes(self) -> float:
+        """Passes over the training data so far, with the current one's fraction."""
+        if self.by_sequence:
+            return self.epoch + self.position / max(1, self.steps_per_epoch)
+        return self.epoch + self.position / max(1, self.rows.shape[1] - 1)
 
     def progress(self) -> float:
         """How far along the first stopping rule is, from 0 to 1: the cosine follows it."""
@@ -357,8 +405,7 @@ class Trainer:
         if c.max_steps:
             fractions.append(self.step / c.max_steps)
         if c.epochs:
-            done = self.epoch + self.position / max(1, self.rows.shape[1] - 1)
-            fractions.append(done / c.epochs)
+            fractions.append(self._passes() / c.epochs)
         if c.time_budget:
             fractions.append(self.elapsed / c.time_budget)
         return min(1.0, max(fractions))
@@ -383,7 +430,7 @@ class Trainer:
             return self._stop_reason
         if c.max_steps and self.step >= c.max_steps:
             return "max steps"
-        if c.epochs and self.epoch + self.position / max(1, self.rows.shape[1] - 1) >= c.epochs:
+        if c.epochs and self._passes() >= c.epochs:
             return "epochs"
         if c.time_budget and self.elapsed >= c.time_budget:
             return "time budget"
@@ -400,8 +447,8 @@ class Trainer:
             return
         self._remember()
         while (reason := self._should_stop()) is None:
-            for window in windows(self.rows, self.config.k1, self.config.k2, self.position):
-                yield self._update(window)
+            for work in self._work():
+                yield self._update(work)
                 if self.bad_steps >= MAX_BAD_STEPS:
                     yield self._go_back()
                     break  # start again from the restored position
@@ -415,15 +462,31 @@ class Trainer:
             yield self.evaluate()
         yield StopRecord(self.step, reason)
 
-    def _update(self, window: Window) -> StepRecord:
+    def _work(self) -> Iterator[Window | seqs.Batch]:
+        """What the rest of this pass updates on: TBPTT windows, or padded batches."""
+        if not self.by_sequence:
+            yield from windows(self.rows, self.config.k1, self.config.k2, self.position)
+            return
+        s = self.specials
+        for rows in self._batches(self.epoch)[self.position :]:
+            chosen = [self.train_sequences[i] for i in rows]
+            yield seqs.pad(chosen, s["bos"], s["eos"], self.config.padding)
+
+    def _update(self, work: Window | seqs.Batch) -> StepRecord:
         started = time.perf_counter()
-        inputs, targets = _to_device(window, self.device)
-        state = self.carried or self.model.init_state(inputs.shape[0])
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            loss, carried = tbptt_loss(self._call, inputs, targets, state, window, self.output)
+            if isinstance(work, seqs.Batch):  # full BPTT through each sequence, fresh state
+                loss, seen = seqs.loss(self.model, work, self.device)
+                carried, position = None, self.position + 1
+            else:
+                inputs, targets = _to_device(work, self.device)
+                state = self.carried or self.model.init_state(inputs.shape[0])
+                loss, carried = tbptt_loss(self._call, inputs, targets, state, work, self.output)
+                seen = targets[:, work.loss_start :].numel()
+                position = work.position + self.config.k1
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -443,10 +506,9 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.bad_steps = 0
-            self.carried = detach(carried)  # keep the values, cut the history
+            self.carried = detach(carried) if carried else None  # keep values, cut history
         self.step += 1
-        self.position = window.position + self.config.k1
-        seen = targets[:, window.loss_start :].numel()
+        self.position = position
         self.tokens += seen
         clipped = grad_norm > clip
         self.clip_count += clipped
@@ -509,7 +571,14 @@ class Trainer:
 
     def evaluate(self) -> EvalRecord:
         started = time.perf_counter()
-        loss, _ = evaluate(self.model, self.val_ids, self.device, self.precision)
+        if self.by_sequence:
+            s = self.specials
+            with autocast(self.device, self.precision):
+                loss, _ = seqs.evaluate(
+                    self.model, self.val_sequences, s["bos"], s["eos"], self.device
+                )
+        else:
+            loss, _ = evaluate(self.model, self.val_ids, self.device, self.precision)
         self.elapsed += time.perf_counter() - started
         self.evaluated_at = self.step
         best = loss < self.best_loss

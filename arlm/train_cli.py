@@ -20,6 +20,7 @@ from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
 from arlm.models import ModelConfig, build_model
 from arlm.plot import learning_curve
+from arlm.tokenizer import Tokenizer
 from arlm.train import (
     MAX_BAD_STEPS,
     EvalRecord,
@@ -124,7 +125,9 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig) -> Trainer:
             f"{dataset} has no validation text: re-tokenize with --val-fraction or --val"
         )
     val = meta["val"]
-    return Trainer(model, train_ids, val_ids, config, val["bytes"] / val["tokens"])
+    tokenizer = Tokenizer.load(dataset)
+    specials = {"newline": tokenizer.newline_id, "bos": tokenizer.bos_id, "eos": tokenizer.eos_id}
+    return Trainer(model, train_ids, val_ids, config, val["bytes"] / val["tokens"], specials)
 
 
 def _resume(folder: Path, values: dict) -> tuple[Trainer, Path, Path]:
@@ -181,12 +184,18 @@ def _describe(trainer: Trainer, dataset: Path) -> dict:
 
 def _report_start(trainer: Trainer, out: Path, console: Console) -> None:
     c, m = trainer.config, trainer.model.config
-    how = (
-        f"counting {len(trainer.train_ids):,} tokens"
-        if trainer.counting
-        else f"{c.batch_size} streams, k1={c.k1} k2={c.backprop_steps}, "
-        f"{trainer.steps_per_epoch} steps per pass"
-    )
+    if trainer.counting:
+        how = f"counting {len(trainer.train_ids):,} tokens"
+    elif trainer.by_sequence:
+        how = (
+            f"{len(trainer.lengths):,} {c.sequences}, {c.batch_size} per batch padded "
+            f"{c.padding}, full BPTT, {trainer.steps_per_epoch} steps per pass"
+        )
+    else:
+        how = (
+            f"{c.batch_size} streams, k1={c.k1} k2={c.backprop_steps}, "
+            f"{trainer.steps_per_epoch} steps per pass"
+        )
     console.print(
         f"{m.describe()}, {trainer.model.num_parameters():,} parameters | {how} | "
         f"{trainer.device}, {str(trainer.precision).removeprefix('torch.')}, "
@@ -194,6 +203,9 @@ def _report_start(trainer: Trainer, out: Path, console: Console) -> None:
         f" | {out}",
         highlight=False,
     )
+    for warning in trainer.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    trainer.warnings.clear()
 
 
 class _StopOnSignal:

@@ -227,8 +227,8 @@ class HMMLM(CountModel):
         )
 
     def init_state(self, batch_size: int) -> State:
-        pi = torch.softmax(self.start.detach().float(), -1)
-        return (pi.expand(batch_size, -1).clone(),)
+        pi = torch.softmax(self.start.float(), -1)  # differentiable: the start trains too
+        return (pi.expand(batch_size, -1),)
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         with torch.autocast(ids.device.type, enabled=False):  # probabilities need fp32

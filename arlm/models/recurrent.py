@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from arlm.errors import UsageError
 
@@ -170,13 +171,24 @@ class FusedLM(RecurrentLM):
         h, state = self.features(ids, state)
         return self.output(h), state  # (B, T, V)
 
-    def features(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def features(
+        self, ids: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         """What the output layer reads: (B, T, H), dropout applied. Training takes the loss
-        from here through the output layer block by block (arlm.loss), never whole logits."""
+        from here through the output layer block by block (arlm.loss), never whole logits.
+
+        With `lengths` (B,), row b holds a sequence of lengths[b] ids followed by padding: the
+        rows are packed, so the recurrent layer never reads a pad (features there are zero),
+        and the state returned is each row's state at its own last id.
+        """
         if state is None:
             state = self.init_state(ids.shape[0])
         x = self.drop(self.input(ids))  # (B, T, E)
+        if lengths is not None:
+            x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         h, new = self.rnn(x, state if len(state) > 1 else state[0])  # h: (B, T, H)
+        if lengths is not None:
+            h, _ = pad_packed_sequence(h, batch_first=True, total_length=ids.shape[1])
         return self.drop(h), (tuple(new) if isinstance(new, tuple) else (new,))
 
     def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:

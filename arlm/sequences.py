@@ -1,0 +1,151 @@
+"""Independent sequences, the Keras `pad_sequences` way (`arlm train --sequences lines`).
+
+The token stream is cut into sequences (lines, or documents separated by blank lines). Each
+is read on its own from a fresh state, with full backpropagation through it:
+
+    inputs   <s>  t1  t2  ...  tn          the start token, then the sequence
+    targets  t1   t2  ...  tn  </s>        the sequence, then the end token
+
+A batch pads its rows to the longest one: after the sequence (`post`) or before it (`pre`).
+Pads are never read by the recurrent layer (the rows are packed, or left-aligned for models
+that step), and the loss ignores them, so `pre` and `post` train the same model. Sequences
+of similar length are batched together (bucketing) so that little is padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arlm.errors import UsageError
+from arlm.loss import linear_cross_entropy
+
+UNITS = ("lines", "documents")
+PADDINGS = ("pre", "post")
+IGNORE = -100  # the target of a pad: cross_entropy skips it
+
+
+def split(ids: np.ndarray, newline: int, unit: str) -> list[np.ndarray]:
+    """The sequences of a token stream: cut at each newline (`lines`) or at each run of two or
+    more (`documents`). The newlines themselves are left out; empty sequences are dropped."""
+    if unit not in UNITS:
+        raise UsageError(f"--sequences must be stream, lines or documents, got {unit!r}")
+    ids = np.asarray(ids)
+    breaks = np.flatnonzero(ids == newline)
+    if unit == "documents":  # a blank line: a newline right after a newline
+        runs = np.split(breaks, np.flatnonzero(np.diff(breaks) > 1) + 1) if len(breaks) else []
+        cuts = [(run[0], run[-1]) for run in runs if len(run) >= 2]
+    else:
+        cuts = [(b, b) for b in breaks]
+    pieces, start = [], 0
+    for first, last in cuts:
+        pieces.append(ids[start:first])
+        start = last + 1
+    pieces.append(ids[start:])
+    if unit == "documents":  # single newlines inside a document are kept
+        return [p for p in pieces if len(p) and (p != newline).any()]
+    return [p for p in pieces if len(p)]
+
+
+def truncate(sequences: list[np.ndarray], max_length: int | None) -> tuple[list, int]:
+    """Cut sequences to `max_length` ids; returns them and how many were cut."""
+    if not max_length:
+        return sequences, 0
+    cut = sum(len(s) > max_length for s in sequences)
+    return [s[:max_length] for s in sequences], cut
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # (B, L) int64, pads hold 0
+    targets: torch.Tensor  # (B, L) int64, pads hold IGNORE
+    lengths: torch.Tensor  # (B,) ids in each row (the sequence + 1)
+    padding: str  # where the pads are: "pre" or "post"
+
+    @property
+    def tokens(self) -> int:
+        return int(self.lengths.sum())
+
+
+def pad(sequences: list[np.ndarray], bos: int, eos: int, padding: str = "post") -> Batch:
+    """<s> + sequence as inputs, sequence + </s> as targets, padded to the longest row."""
+    if padding not in PADDINGS:
+        raise UsageError(f"--padding must be pre or post, got {padding!r}")
+    lengths = [len(s) + 1 for s in sequences]
+    width = max(lengths)
+    inputs = np.zeros((len(sequences), width), dtype=np.int64)
+    targets = np.full((len(sequences), width), IGNORE, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        start = width - len(seq) - 1 if padding == "pre" else 0
+        inputs[row, start : start + len(seq) + 1] = np.concatenate([[bos], seq])
+        targets[row, start : start + len(seq) + 1] = np.concatenate([seq, [eos]])
+    return Batch(
+        torch.from_numpy(inputs), torch.from_numpy(targets), torch.tensor(lengths), padding
+    )
+
+
+def left_aligned(batch: Batch) -> Batch:
+    """The same batch with every row's ids first (post padding): a pre-padded row is rolled."""
+    if batch.padding == "post":
+        return batch
+    width = batch.inputs.shape[1]
+    shift = width - batch.lengths  # pads in front of each row
+    index = (torch.arange(width)[None, :] + shift[:, None]) % width
+    return Batch(
+        batch.inputs.gather(1, index), batch.targets.gather(1, index), batch.lengths, "post"
+    )
+
+
+def batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Bucketing: shuffle, sort each stretch of 50 batches by length, cut it into batches and
+    shuffle those: rows of a batch have similar lengths, yet every pass is in a new order."""
+    order = rng.permutation(len(lengths))
+    stretch = batch_size * 50
+    out = []
+    for start in range(0, len(order), stretch):
+        chunk = order[start : start + stretch]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def loss(model, batch: Batch, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Mean loss over the real targets of `batch` (pads ignored) and their number."""
+    batch = left_aligned(batch)
+    inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+    state = model.init_state(inputs.shape[0])
+    real = targets != IGNORE
+    if hasattr(model, "features"):  # packed: the recurrent layer reads no pad
+        h, _ = model.features(inputs, state, batch.lengths)
+        output = model.output
+        value = linear_cross_entropy(h[real], output.weight, output.bias, targets[real])
+    else:  # stepped from the left: pads come after the sequence and change nothing before it
+        logits, _ = model(inputs, state)
+        value = F.cross_entropy(logits[real].float(), targets[real])
+    return value, int(real.sum())
+
+
+@torch.no_grad()
+def evaluate(
+    model, sequences: list[np.ndarray], bos: int, eos: int, device: torch.device, size: int = 32
+) -> tuple[float, int]:
+    """Mean loss per target (the end tokens included) over independent sequences."""
+    if not sequences:
+        raise UsageError("the evaluation text holds no sequence: give more text")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        lengths = np.array([len(s) for s in sequences])
+        order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
+        for start in range(0, len(order), size):
+            batch = pad([sequences[i] for i in order[start : start + size]], bos, eos)
+            value, n = loss(model, batch, device)
+            total += value.item() * n
+            count += n
+    finally:
+        model.train(was_training)
+    return total / count, count
