@@ -65,6 +65,8 @@ def _start(values: dict, force: bool, console: Console) -> tuple[Trainer, Path, 
         raise UsageError("--data is required: a dataset folder (arlm tokenize) or a text file")
     model_config.check()
     train_config.check()
+    if model_config.kind == "ngram" and train_config.sequences != "stream":
+        raise UsageError("--model ngram counts the stream: drop --sequences")
     path = Path(values["data"])
     source = None
     if path.is_dir():
