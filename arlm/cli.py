@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -31,7 +32,8 @@ console = Console(stderr=True, soft_wrap=True)  # never wrap a path or a command
 
 
 def _fail(message: str, code: int = 1):
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code) from None
 
 
@@ -325,6 +327,9 @@ def train(
     config: Annotated[Path | None, typer.Option(help="TOML file with these settings.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this checkpoint.")] = None,
     log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 10,
+    nproc: Annotated[
+        int | None, typer.Option(help="Data-parallel processes (runs torchrun; see README).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Start over in an existing --out.")] = False,
 ) -> None:
     """Train a language model: a recurrent network (TBPTT), an HMM (gradient, TBPTT) or an
@@ -333,7 +338,26 @@ def train(
     flags["data"] = flags.pop("data_path")
     from arlm import train_cli  # torch loads only for the commands that need it
 
+    if flags.pop("nproc") is not None and "WORLD_SIZE" not in os.environ:
+        train_cli.check_parallel(flags, config, resume, nproc)  # before starting processes
+        from arlm.distributed import launch
+
+        raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:])))
+
     train_cli.main(flags, config, resume, force, console)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus --nproc N (or --nproc=N): what each process runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 # -- generate and eval ------------------------------------------------------------------------

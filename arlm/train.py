@@ -17,9 +17,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from arlm import sequences as seqs
 from arlm.data import Window, batchify, windows
+from arlm.distributed import World, gather, highest, share, total
 from arlm.errors import ArlmError, UsageError
 from arlm.loss import linear_cross_entropy, token_losses
 from arlm.memory import keep_freed_memory
@@ -28,6 +30,7 @@ from arlm.models import RecurrentLM, State, detach, device_of
 LN2 = math.log(2)
 MAX_BAD_STEPS = 3  # non-finite updates in a row before going back to the last good state
 MAX_ROLLBACKS = 5
+STOP_REASONS = (None, "interrupted", "max steps", "epochs", "time budget", "patience")
 
 
 @dataclass
@@ -295,6 +298,19 @@ def tbptt_loss(
 # -- the trainer ------------------------------------------------------------------------------
 
 
+class _Loss(torch.nn.Module):
+    """One update's loss as a module whose parameters are the model's: what DDP wraps, so
+    that its gradient hooks fire on every backward."""
+
+    def __init__(self, model: torch.nn.Module, compute: Callable) -> None:
+        super().__init__()
+        self.model = model
+        self.compute = compute
+
+    def forward(self, work, carried):
+        return self.compute(work, carried)
+
+
 class Trainer:
     """Trains `model` on `train_ids` with TBPTT; `run()` yields a record after each update.
 
@@ -311,10 +327,20 @@ class Trainer:
         config: TrainConfig,
         val_bytes_per_token: float = 1.0,
         specials: dict[str, int] | None = None,
+        world: World | None = None,
     ) -> None:
-        """`specials`: the "newline", "bos" and "eos" ids, for --sequences lines|documents."""
+        """`specials`: the "newline", "bos" and "eos" ids, for --sequences lines|documents.
+        `world`: this process's rank among data-parallel processes (arlm.distributed)."""
         config.check()
         self.config = config
+        self.world = world or World()
+        if self.world.active and (config.sequences != "stream" or hasattr(model, "fit")):
+            raise UsageError("several processes train on a stream: drop --sequences or --nproc")
+        if config.batch_size % self.world.size:
+            raise UsageError(
+                f"--batch-size {config.batch_size} does not split over {self.world.size} "
+                "processes: give a multiple of the process count"
+            )
         self.device = pick_device(config.device)
         self.precision = pick_precision(config.precision, self.device)
         self.model = model.to(self.device)
@@ -325,7 +351,7 @@ class Trainer:
         if self.by_sequence:
             self._split(train_ids, val_ids, specials)
         else:
-            self.rows = batchify(train_ids, config.batch_size)
+            self.rows = self._mine(batchify(train_ids, config.batch_size), 0)
         self.train_ids, self.val_ids = train_ids, val_ids
         self.val_bytes_per_token = val_bytes_per_token
         self.counting = hasattr(model, "fit")  # an n-gram model: trained by counting, at once
@@ -338,6 +364,9 @@ class Trainer:
         self.output = model.output if hasattr(model, "features") else None
         self.base = model.features if self.output is not None else model
         self.forward = torch.compile(self.base) if config.compile else self.base
+        self.loss = _Loss(self.model, self._loss)  # one update's loss, as a module
+        if self.world.active:  # gradients averaged over the processes by DDP
+            self.loss = DistributedDataParallel(self.loss)
         self.step = self.epoch = self.position = self.tokens = self.clip_count = 0
         self.bad_steps = self.rollbacks = 0
         self.lr_scale = 1.0  # halved at each rollback after non-finite losses
@@ -382,9 +411,19 @@ class Trainer:
             )
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
-        """The batches of sequence indices of pass `epoch`: the same for a resumed run."""
+        """The batches of sequence indices of pass `epoch`: the same for a resumed run, and
+        for every process (each then reads its own share of each batch)."""
         rng = np.random.default_rng([self.config.seed, epoch])
         return seqs.batches(self.lengths, self.config.batch_size, rng)
+
+    def _mine(self, rows, dim: int):
+        """This process's share of the streams along `dim` (a view: nothing is copied)."""
+        if not self.world.active:
+            return rows
+        share = rows.shape[dim] // self.world.size
+        index = [slice(None)] * rows.ndim
+        index[dim] = slice(self.world.rank * share, (self.world.rank + 1) * share)
+        return rows[tuple(index)]
 
     @property
     def steps_per_epoch(self) -> int:
@@ -425,6 +464,11 @@ class Trainer:
         self._stop_reason = reason
 
     def _should_stop(self) -> str | None:
+        """Why to stop now, if at all; with several processes, decided together."""
+        reason = self._why_stop()
+        return STOP_REASONS[highest(self.world, STOP_REASONS.index(reason))]
+
+    def _why_stop(self) -> str | None:
         c = self.config
         if self._stop_reason:
             return self._stop_reason
@@ -478,15 +522,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            if isinstance(work, seqs.Batch):  # full BPTT through each sequence, fresh state
-                loss, seen = seqs.loss(self.model, work, self.device)
-                carried, position = None, self.position + 1
-            else:
-                inputs, targets = _to_device(work, self.device)
-                state = self.carried or self.model.init_state(inputs.shape[0])
-                loss, carried = tbptt_loss(self._call, inputs, targets, state, work, self.output)
-                seen = targets[:, work.loss_start :].numel()
-                position = work.position + self.config.k1
+            loss, carried, seen, position = self.loss(work, self.carried)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -498,6 +534,10 @@ class Trainer:
         skipped = not math.isfinite(loss_value) or (
             not math.isfinite(grad_norm) and not self.scaler.is_enabled()
         )
+        if self.world.active:  # the mean loss over the processes; skip if any must
+            loss_sum, skips = total(self.world, [loss_value, float(skipped)])
+            loss_value, skipped = loss_sum / self.world.size, skips > 0
+            seen *= self.world.size
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             self.bad_steps += 1
@@ -559,6 +599,17 @@ class Trainer:
         self.lr_scale, self.rollbacks, self.bad_steps = scale, rollbacks, 0
         return RollbackRecord(failed_at, self.step, scale)
 
+    def _loss(self, work: Window | seqs.Batch, carried: State | None):
+        """The loss of one update, the state to carry, the targets counted, and where the next
+        update starts (what `_Loss`, and so DDP, runs)."""
+        if isinstance(work, seqs.Batch):  # full BPTT through each sequence, fresh state
+            loss, seen = seqs.loss(self.model, work, self.device)
+            return loss, None, seen, self.position + 1
+        inputs, targets = _to_device(work, self.device)
+        state = carried or self.model.init_state(inputs.shape[0])
+        loss, carried = tbptt_loss(self._call, inputs, targets, state, work, self.output)
+        return loss, carried, targets[:, work.loss_start :].numel(), work.position + self.config.k1
+
     def _call(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         try:
             return self.forward(inputs, state)
@@ -577,8 +628,11 @@ class Trainer:
                 loss, _ = seqs.evaluate(
                     self.model, self.val_sequences, s["bos"], s["eos"], self.device
                 )
-        else:
+        elif self.world.main:  # with several processes, rank 0 evaluates and tells the rest
             loss, _ = evaluate(self.model, self.val_ids, self.device, self.precision)
+        else:
+            loss = 0.0
+        loss = share(self.world, loss)
         self.elapsed += time.perf_counter() - started
         self.evaluated_at = self.step
         best = loss < self.best_loss
@@ -602,7 +656,8 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything but the weights that an exact resume needs: plain values and tensors
-        only, so it loads with torch.load(weights_only=True)."""
+        only (arlm.checkpoint stores them as safetensors and JSON)."""
+        carried = self.carried or ()
         return {
             "optimizer": self.optimizer.state_dict() if self.optimizer else {},
             "scaler": self.scaler.state_dict(),
@@ -619,10 +674,20 @@ class Trainer:
                 "lr_scale": self.lr_scale,
                 "rollbacks": self.rollbacks,
             },
-            "carried": list(self.carried) if self.carried is not None else [],
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # with several processes: every rank's streams and random state, in rank order
+            "carried": [
+                gather(self.world, s, d)
+                for s, d in zip(carried, self._state_dims(carried), strict=True)
+            ],
+            "rng": gather(self.world, torch.get_rng_state()[None], 0),
+            "cuda_rng": gather(self.world, torch.cuda.get_rng_state()[None], 0)
+            if torch.cuda.is_available()
+            else [],
         }
+
+    def _state_dims(self, state: State) -> tuple[int, ...]:
+        dims = self.model.state_batch_dims
+        return dims * len(state) if len(dims) == 1 else dims
 
     def load_state_dict(self, state: dict) -> None:
         if self.optimizer:
@@ -630,8 +695,12 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         for name, value in state["counters"].items():
             setattr(self, name, value)
-        carried = [t.to(self.device) for t in state["carried"]]
-        self.carried = tuple(carried) if carried else None
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        carried = tuple(t.to(self.device) for t in state["carried"])
+        dims = self._state_dims(carried)
+        self.carried = tuple(self._mine(s, d) for s, d in zip(carried, dims, strict=True)) or None
+        # each rank its own random state (one saved by fewer processes is reused in turn)
+        rng = state["rng"]
+        torch.set_rng_state(rng[self.world.rank % len(rng)].contiguous())
+        cuda_rng = state["cuda_rng"]
+        if len(cuda_rng) and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda_rng[self.world.rank % len(cuda_rng)].contiguous())

@@ -7,6 +7,7 @@ import math
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import __version__, checkpoint, data, embed, settings
+from arlm import __version__, checkpoint, data, distributed, embed, settings
+from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
 from arlm.models import ModelConfig, build_model
@@ -29,6 +31,7 @@ from arlm.train import (
     StopRecord,
     TrainConfig,
     Trainer,
+    pick_device,
 )
 
 
@@ -37,20 +40,43 @@ def main(
 ) -> None:
     values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
     log_every = values.pop("log_every", 10) or 10
-    if resume is not None:
-        trainer, out, dataset = _resume(Path(resume), values)
-    else:
-        trainer, out, dataset = _start(values, force, console)
-    config = _describe(trainer, dataset)
-    write_json(out / checkpoint.CONFIG, config)
-    _report_start(trainer, out, console)
-    _loop(trainer, out, config, console, log_every)
+    world = distributed.from_environment(pick_device(values.get("device") or "auto"))
+    if not world.main:  # rank 0 speaks and writes for all
+        console = Console(quiet=True)
+    try:
+        if resume is not None:
+            trainer, out, dataset = _resume(Path(resume), values, world)
+        else:
+            trainer, out, dataset = _start(values, force, console, world)
+        config = _describe(trainer, dataset)
+        if world.main:
+            write_json(out / checkpoint.CONFIG, config)
+        _report_start(trainer, out, console)
+        _loop(trainer, out, config, console, log_every)
+    finally:
+        distributed.finish(world)
+
+
+def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n: int) -> None:
+    """What can be refused before `--nproc N` starts N processes."""
+    if n < 1:
+        raise UsageError(f"--nproc must be positive, got {n}")
+    values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
+    saved = checkpoint.read_config(resume)["train"] if resume else {}
+    config = settings.train_config(values, TrainConfig.from_dict(saved) if saved else None)
+    if config.batch_size % n:
+        raise UsageError(
+            f"--batch-size {config.batch_size} does not split over {n} processes: give a "
+            "multiple of the process count"
+        )
+    if not resume and values.get("data") and not Path(values["data"]).is_dir():
+        raise UsageError("several processes train on a dataset folder: run `arlm tokenize` first")
 
 
 # -- setting up -------------------------------------------------------------------------------
 
 
-def _start(values: dict, force: bool, console: Console) -> tuple[Trainer, Path, Path]:
+def _start(values: dict, force: bool, console: Console, world: World) -> tuple[Trainer, Path, Path]:
     model_config = settings.model_config(values)
     train_config = settings.train_config(values)
     out = Path(values.get("out") or Path("checkpoints") / model_config.kind)
@@ -68,6 +94,14 @@ def _start(values: dict, force: bool, console: Console) -> tuple[Trainer, Path, 
     if model_config.kind == "ngram" and train_config.sequences != "stream":
         raise UsageError("--model ngram counts the stream: drop --sequences")
     path = Path(values["data"])
+    if world.active and not path.is_dir():
+        raise UsageError("several processes train on a dataset folder: run `arlm tokenize` first")
+    if not world.main:  # the other ranks read; rank 0 alone touches --out
+        meta = data.load_meta(path)
+        model_config.vocab_size = meta["vocab_size"]
+        torch.manual_seed(train_config.seed)
+        trainer = _trainer(build_model(model_config), path, meta, train_config, world)
+        return trainer, out, path
     source = None
     if path.is_dir():
         data.load_meta(path)  # a damaged dataset is refused before anything is written
@@ -86,7 +120,7 @@ def _start(values: dict, force: bool, console: Console) -> tuple[Trainer, Path, 
         model = build_model(model_config)
         if values.get("init_embeddings"):
             embed.init_embeddings(model, values["init_embeddings"], meta["tokenizer"]["sha256"])
-        trainer = _trainer(model, dataset, meta, train_config)
+        trainer = _trainer(model, dataset, meta, train_config, world)
     except BaseException:
         if created:  # leave nothing behind
             shutil.rmtree(out, ignore_errors=True)
@@ -120,7 +154,7 @@ def _tokenize(path: Path, source: data.Source, out: Path, console: Console) -> P
     return target
 
 
-def _trainer(model, dataset: Path, meta: dict, config: TrainConfig) -> Trainer:
+def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World) -> Trainer:
     train_ids, val_ids = data.open_ids(dataset, "train"), data.open_ids(dataset, "val")
     if len(val_ids) < 2:
         raise UsageError(
@@ -129,10 +163,11 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig) -> Trainer:
     val = meta["val"]
     tokenizer = Tokenizer.load(dataset)
     specials = {"newline": tokenizer.newline_id, "bos": tokenizer.bos_id, "eos": tokenizer.eos_id}
-    return Trainer(model, train_ids, val_ids, config, val["bytes"] / val["tokens"], specials)
+    bytes_per_token = val["bytes"] / val["tokens"]
+    return Trainer(model, train_ids, val_ids, config, bytes_per_token, specials, world)
 
 
-def _resume(folder: Path, values: dict) -> tuple[Trainer, Path, Path]:
+def _resume(folder: Path, values: dict, world: World) -> tuple[Trainer, Path, Path]:
     saved = checkpoint.read_config(folder)
     changed = [k for k in (*settings.MODEL_FIELDS, "init_embeddings") if k in values]
     if changed:
@@ -149,11 +184,12 @@ def _resume(folder: Path, values: dict) -> tuple[Trainer, Path, Path]:
     train_config = settings.train_config(values, TrainConfig.from_dict(saved["train"]))
     train_config.check()
     model, state = checkpoint.load_last(folder)
-    trainer = _trainer(model, dataset, meta, train_config)
+    trainer = _trainer(model, dataset, meta, train_config, world)
     trainer.load_state_dict(state)
-    for leftover in folder.glob(".*.tmp-*"):  # files a killed run was writing
-        leftover.unlink(missing_ok=True)
-    checkpoint.rewind_metrics(folder, trainer.step)  # records logged after the snapshot
+    if world.main:
+        for leftover in folder.glob(".*.tmp-*"):  # files a killed run was writing
+            leftover.unlink(missing_ok=True)
+        checkpoint.rewind_metrics(folder, trainer.step)  # records logged after the snapshot
     return trainer, folder, dataset
 
 
@@ -236,9 +272,12 @@ def _save(trainer: Trainer, out: Path, best: bool, console: Console) -> None:
     if not checkpoint.all_finite(trainer.model):
         console.print(f"[yellow]warning:[/] weights not finite at step {trainer.step}: not saved")
         return
+    state = trainer.state_dict()  # every rank: it gathers the ranks' streams
+    if not trainer.world.main:
+        return
     if best:
         checkpoint.save_weights(trainer.model, out, step=trainer.step, val_loss=trainer.best_loss)
-    checkpoint.save_last(trainer.model, trainer.state_dict(), out)
+    checkpoint.save_last(trainer.model, state, out)
 
 
 def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every: int) -> None:
@@ -254,6 +293,11 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
     window: list[StepRecord] = []
     last_line, started = 0.0, time.perf_counter()
     stop = None
+
+    def metrics(record: dict) -> None:  # rank 0 writes for all
+        if trainer.world.main:
+            checkpoint.append_metrics(out, record)
+
     with _StopOnSignal(trainer, console), progress:
         task = progress.add_task("training", total=1000, status="")
         for record in trainer.run():
@@ -266,7 +310,7 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
                         highlight=False,
                     )
                 if record.step % log_every == 0:
-                    line = _log_steps(window, out)
+                    line = _log_steps(window, metrics)
                     window = []
                     progress.update(task, completed=1000 * record.progress, status=line)
                     if not console.is_terminal and time.perf_counter() - last_line > 2:
@@ -274,14 +318,15 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
                         last_line = time.perf_counter()
             elif isinstance(record, EvalRecord):
                 if window:
-                    _log_steps(window, out)
+                    _log_steps(window, metrics)
                     window = []
-                checkpoint.append_metrics(out, asdict(record))
+                metrics(asdict(record))
                 _save(trainer, out, record.best, console)
-                _plot(out, config)
+                if trainer.world.main:
+                    _plot(out, config)
                 progress.console.print(_eval_line(record), highlight=False)
             elif isinstance(record, RollbackRecord):
-                checkpoint.append_metrics(out, {"rollback": True, **asdict(record)})
+                metrics({"rollback": True, **asdict(record)})
                 progress.console.print(
                     f"[yellow]warning:[/] {MAX_BAD_STEPS} non-finite updates in a row at step "
                     f"{record.step}: back to step {record.to_step}, learning rate x"
@@ -293,7 +338,8 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
                 _save(trainer, out, False, console)
         for warning in trainer.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
-    _summary(trainer, out, stop, time.perf_counter() - started, console)
+    if trainer.world.main:
+        _summary(trainer, out, stop, time.perf_counter() - started, console)
 
 
 def _plot(out: Path, config: dict) -> None:
@@ -301,7 +347,7 @@ def _plot(out: Path, config: dict) -> None:
     atomic_write(out / checkpoint.CURVE, lambda p: learning_curve(metrics, p, _title(config)))
 
 
-def _log_steps(window: list[StepRecord], out: Path) -> str:
+def _log_steps(window: list[StepRecord], write: Callable[[dict], None]) -> str:
     """Average the updates since the last log line, append them to metrics.jsonl."""
     last = window[-1]
     record = {
@@ -315,7 +361,7 @@ def _log_steps(window: list[StepRecord], out: Path) -> str:
         "tokens_per_second": len(window) / sum(1 / r.tokens_per_second for r in window),
         "elapsed": last.elapsed,
     }
-    checkpoint.append_metrics(out, record)
+    write(record)
     return (
         f"step {last.step} loss {record['loss']:.3f} lr {last.lr:.2e} "
         f"|g| {record['grad_norm']:.2f} {record['tokens_per_second']:,.0f} tok/s"

@@ -1,0 +1,109 @@
+"""Data-parallel training on PyTorch's own engine (torch.distributed, DistributedDataParallel).
+
+`torchrun --nproc_per_node=N -m arlm train ...` (or `arlm train --nproc N`, which runs it)
+starts N processes. Each owns a disjoint slice of the B parallel streams (B/N rows of the
+training text), DDP averages the gradients, so N processes take the same updates as one with
+all B streams. Rank 0 alone evaluates (and tells the others the result), writes checkpoints,
+metrics and plots. Every stopping decision is taken together, so no rank waits forever.
+gloo on CPUs, nccl on GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from arlm.errors import UsageError
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+
+def from_environment(device: torch.device) -> World:
+    """Join the process group torchrun set up (WORLD_SIZE > 1), or run alone."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def _wire(tensor: torch.Tensor) -> torch.Tensor:
+    """Where the backend can send `tensor` from: nccl sends GPU memory only."""
+    return tensor.cuda() if dist.get_backend() == "nccl" else tensor
+
+
+def total(world: World, values: list[float]) -> list[float]:
+    """The sums of `values` over the ranks (on every rank)."""
+    if not world.active:
+        return values
+    tensor = _wire(torch.tensor(values, dtype=torch.float64))
+    dist.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
+def highest(world: World, value: int) -> int:
+    """The largest `value` of any rank (on every rank)."""
+    if not world.active:
+        return value
+    tensor = _wire(torch.tensor([value]))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def share(world: World, value: float) -> float:
+    """Rank 0's `value`, on every rank."""
+    if not world.active:
+        return value
+    tensor = _wire(torch.tensor([value], dtype=torch.float64))
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+def gather(world: World, tensor: torch.Tensor, dim: int) -> torch.Tensor:
+    """Every rank's `tensor`, joined along `dim` in rank order (on every rank)."""
+    if not world.active:
+        return tensor
+    wired = _wire(tensor.contiguous())
+    parts = [torch.empty_like(wired) for _ in range(world.size)]
+    dist.all_gather(parts, wired)
+    return torch.cat(parts, dim=dim).to(tensor.device)
+
+
+def finish(world: World) -> None:
+    """Wait for every rank, then leave the process group."""
+    if world.active and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `arlm ARGV` as `nproc` processes under torchrun; return its exit code."""
+    if nproc < 1:
+        raise UsageError(f"--nproc must be positive, got {nproc}")
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "arlm", *argv]  # fmt: skip
+    threads = str(max(1, (os.cpu_count() or 1) // nproc))  # the cores, shared out
+    environment = {"OMP_NUM_THREADS": threads, **os.environ}
+    return subprocess.run(command, env=environment).returncode
