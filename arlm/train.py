@@ -686,6 +686,9 @@ class Trainer:
         }
 
     def _state_dims(self, state: State) -> tuple[int, ...]:
+        """Where the batch is in each tensor of `state`."""
+        if not state:
+            return ()
         dims = self.model.state_batch_dims
         return dims * len(state) if len(dims) == 1 else dims
 
