@@ -397,10 +397,19 @@ def open_ids(folder: Path, split: str = "train") -> np.ndarray:
         raise ArlmError(f"{path} is missing or truncated: re-create it with `arlm tokenize`")
     if expected == 0:
         return np.zeros(0, dtype=dtype)
-    ids = np.memmap(path, dtype=dtype, mode="r")
-    if int(ids.max()) >= meta["vocab_size"]:  # one pass at disk speed; an embedding would crash
+    if _largest_id(path, dtype) >= meta["vocab_size"]:  # an embedding lookup would crash
         raise ArlmError(f"{path} holds ids outside the vocabulary: it is corrupt, re-tokenize")
-    return ids
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def _largest_id(path: Path, dtype: np.dtype, block: int = 64 << 20) -> int:
+    """One pass at disk speed, read in blocks rather than through the memory map, so that the
+    pages do not stay mapped into (and counted in) the training process."""
+    largest = 0
+    with open(path, "rb") as file:
+        while chunk := file.read(block):
+            largest = max(largest, int(np.frombuffer(chunk, dtype=dtype).max()))
+    return largest
 
 
 # -- batches for training ---------------------------------------------------------------------

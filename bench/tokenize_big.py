@@ -1,10 +1,12 @@
-"""Tokenize a large generated corpus and report time, throughput and peak memory.
+"""Tokenize a large generated corpus, then train on it briefly; report time, throughput and
+peak memory of each.
 
-    python bench/tokenize_big.py --gigabytes 1
+    python bench/tokenize_big.py --gigabytes 2 --train-seconds 60
 
 The corpus is WikiText-2's training text repeated (or generated words when ../shared/data is
-absent), written to a temporary folder; `arlm tokenize` runs as a child process whose peak
-resident memory (VmHWM) is read from /proc while it runs.
+absent), written to a temporary folder. `arlm tokenize` (BPE 8000, 0.1% held out) and then
+`arlm train` (LSTM 2x512) run as child processes whose peak resident memory (VmHWM, mapped
+file pages included) is read from /proc while they run: neither may grow with the corpus.
 """
 
 import argparse
@@ -15,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from arlm.checkpoint import read_metrics
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "train.txt"
 
@@ -64,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=1.0)
     parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--train-seconds", type=float, default=0, help="then train this long")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="arlm-big-") as tmp:
         corpus = Path(tmp) / "big.txt"
@@ -79,6 +84,8 @@ def main() -> None:
             str(Path(tmp) / "ds"),
             "--vocab-size",
             str(args.vocab_size),
+            "--val-fraction",
+            "0.001",
             "--json",
         ]
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
@@ -98,7 +105,33 @@ def main() -> None:
             "tokenizer_trained_on_bytes": meta["tokenizer"]["trained_on_bytes"],
             "cpu_count": os.cpu_count(),
         }
+        corpus.unlink()  # the dataset stays; the text is not needed any more
+        if args.train_seconds:
+            report["train"] = train(Path(tmp), args.train_seconds)
         print(json.dumps(report, indent=2))
+
+
+def train(tmp: Path, seconds: float) -> dict:
+    """`arlm train` on the big dataset, LSTM 2x512: peak memory and tokens/s."""
+    command = [sys.executable, "-m", "arlm", "train", "--data", str(tmp / "ds"), "--out",
+               str(tmp / "ck"), "--model", "lstm", "--hidden-size", "512", "--embedding-dim",
+               "256", "--time-budget", f"{seconds}s", "--eval-every", "1000000"]  # fmt: skip
+    with open(tmp / "train.out", "w") as stdout, open(tmp / "train.err", "w") as stderr:
+        returncode, peak = run_measured(command, stdout, stderr)
+    if returncode:
+        sys.exit((tmp / "train.err").read_text())
+    steps = [m for m in read_metrics(tmp / "ck") if "tokens_per_second" in m]
+    train_tokens = json.loads((tmp / "ds" / "meta.json").read_text())["train"]["tokens"]
+    return {
+        "model": "lstm 2x512, embedding 256, batch 32, bptt 64",
+        "train_tokens_in_dataset": train_tokens,
+        "train_bin_megabytes": round((tmp / "ds" / "train.bin").stat().st_size / 1e6, 1),
+        "steps": steps[-1]["step"] if steps else 0,
+        "tokens_per_second": round(sum(m["tokens_per_second"] for m in steps) / len(steps))
+        if steps
+        else 0,
+        "peak_rss_megabytes": round(peak / 1e6, 1),
+    }
 
 
 if __name__ == "__main__":

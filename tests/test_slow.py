@@ -43,7 +43,7 @@ def test_wikitext2_decodes_back_to_the_training_file_exactly(tmp_path):
     assert meta["vocab_size"] == 8000 and meta["dtype"] == "uint16"
 
 
-def test_encoding_memory_does_not_grow_with_the_corpus(tmp_path):
+def test_encoding_and_training_memory_do_not_grow_with_the_corpus(tmp_path):
     """64 MB of text encodes in a few hundred MB: chunks, not the whole corpus, are in memory
     (bench/tokenize_big.py measured a 1 GB corpus at ~230 MB peak)."""
     corpus = tmp_path / "big.txt"
@@ -64,11 +64,29 @@ def test_encoding_memory_does_not_grow_with_the_corpus(tmp_path):
         str(tmp_path / "ds"),
         "--vocab-size",
         "300",
+        "--val-fraction",
+        "0.002",
     ]
     returncode, peak = run_measured(command, subprocess.DEVNULL, subprocess.DEVNULL)
     assert returncode == 0
     assert size > 40e6
     assert peak < 500e6, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB corpus"
+    # training streams from the memory map too: a 60x smaller dataset, the same peak
+    small = tmp_path / "small.txt"
+    with open(corpus) as text:
+        small.write_text("".join(text.readline() for _ in range(20_000)))
+    tokenize = [sys.executable, "-m", "arlm", "tokenize", str(small), "--out",
+                str(tmp_path / "small-ds"), "--tokenizer", str(tmp_path / "ds"),
+                "--val-fraction", "0.02"]  # fmt: skip
+    assert subprocess.run(tokenize, capture_output=True).returncode == 0
+    peaks = {}
+    for name in ("ds", "small-ds"):
+        train = [sys.executable, "-m", "arlm", "train", "--data", str(tmp_path / name),
+                 "--out", str(tmp_path / f"ck-{name}"), "--hidden-size", "64",
+                 "--max-steps", "40", "--eval-every", "1000"]  # fmt: skip
+        returncode, peaks[name] = run_measured(train, subprocess.DEVNULL, subprocess.DEVNULL)
+        assert returncode == 0
+    assert peaks["ds"] < peaks["small-ds"] + 60e6, {k: v / 1e6 for k, v in peaks.items()}
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
