@@ -47,7 +47,7 @@ compare: $(STAMP)
 	$(BIN)/arlm train --data $(LADDER_DATA) --force --model ngram --order 1 --out $(LADDER)/1-unigram
 	$(BIN)/arlm train --data $(LADDER_DATA) --force --model ngram --order 3 --out $(LADDER)/2-trigram
 	$(BIN)/arlm train --data $(LADDER_DATA) --force --model ngram --order 6 --out $(LADDER)/3-6gram
-	$(RUNG) --model hmm --states 64 --lr 0.03 --out $(LADDER)/4-hmm
+	$(RUNG) --model hmm --states 64 --lr 0.1 --weight-decay 0 --out $(LADDER)/4-hmm
 	$(RUNG) --model elman --out $(LADDER)/5-elman
 	$(RUNG) --model jordan --out $(LADDER)/6-jordan
 	$(RUNG) --model lstm --out $(LADDER)/7-lstm

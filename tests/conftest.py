@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,3 +82,15 @@ def run_arlm(*args: object) -> Run:
     finally:
         sys.argv, sys.stdin = argv, stdin
     return Run(code, out.getvalue(), err.getvalue())
+
+
+def write_config(folder: Path, model) -> None:
+    """The least config.json that checkpoint.load reads."""
+    from arlm import checkpoint
+
+    config = {
+        "format": checkpoint.FORMAT,
+        "format_version": checkpoint.FORMAT_VERSION,
+        "model": model.config.to_dict(),
+    }
+    (folder / checkpoint.CONFIG).write_text(json.dumps(config))

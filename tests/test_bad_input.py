@@ -2,6 +2,7 @@
 each gives its exit code, one line that names the problem, no traceback, and changes no file.
 Then hypothesis throws random arguments at all four commands: nothing but clean errors."""
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -203,16 +204,16 @@ def command_lines(draw) -> list[str]:
 def test_random_command_lines_never_crash(work, args):
     """Any mix of flags and values: success, or exit 1/2 with one error line and no file
     changed; never a traceback. Each command line runs on a fresh copy of the files."""
-    with tempfile.TemporaryDirectory() as fresh:
+    with tempfile.TemporaryDirectory() as fresh, contextlib.chdir(fresh):  # relative paths too
         tmp = Path(shutil.copytree(work, Path(fresh) / "w", ignore=ignore_patterns("huge.txt")))
-        before = state_of(tmp)
+        before = state_of(Path(fresh))
         result = arlm(*[a.format(tmp=tmp) for a in args])
         assert "Traceback" not in result.stderr, (args, result.stderr)
         assert result.code in (0, 1, 2), (args, result.stderr)
         if result.code:
             errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
             assert len(errors) == 1, (args, result.stderr)
-            assert state_of(tmp) == before, args
+            assert state_of(Path(fresh)) == before, args
 
 
 @settings(

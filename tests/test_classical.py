@@ -16,7 +16,7 @@ from arlm import checkpoint, data
 from arlm.cli import app
 from arlm.models import ModelConfig, build_model
 from arlm.sample import generate
-from tests.conftest import corpus_text
+from tests.conftest import corpus_text, write_config
 
 runner = CliRunner()
 
@@ -110,12 +110,7 @@ def test_ngram_state_carries_across_calls_and_survives_a_checkpoint(tmp_path):
     head, state = model(text[:, :8])
     tail, _ = model(text[:, 8:], state)
     torch.testing.assert_close(torch.cat([head, tail], 1), whole)
-    (tmp_path / checkpoint.CONFIG).write_text(
-        __import__("json").dumps(
-            {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION,
-             "model": model.config.to_dict()}
-        )
-    )  # fmt: skip
+    write_config(tmp_path, model)
     checkpoint.save_weights(model, tmp_path)
     loaded, _ = checkpoint.load(tmp_path)
     assert torch.equal(loaded(text)[0], whole)

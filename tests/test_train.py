@@ -16,7 +16,7 @@ from arlm.cli import app
 from arlm.errors import UsageError
 from arlm.models import REGISTRY, ModelConfig, build_model, detach
 from arlm.train import TrainConfig, Trainer, evaluate, tbptt_loss
-from tests.conftest import corpus_text
+from tests.conftest import corpus_text, write_config
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -150,16 +150,6 @@ def test_state_is_reset_at_each_pass_and_lr_follows_warmup_then_cosine():
     assert trainer.learning_rate() == pytest.approx(1e-2 / 4)
     trainer.step = 30
     assert trainer.learning_rate() == pytest.approx(1e-3)  # min_lr_ratio at the end
-
-
-def write_config(folder: Path, model) -> None:
-    """The least config.json that checkpoint.load reads."""
-    config = {
-        "format": checkpoint.FORMAT,
-        "format_version": checkpoint.FORMAT_VERSION,
-        "model": model.config.to_dict(),
-    }
-    (folder / checkpoint.CONFIG).write_text(json.dumps(config))
 
 
 def test_save_then_load_gives_identical_logits(tmp_path):
