@@ -354,3 +354,14 @@ def test_non_finite_weights_are_never_saved_over_good_ones(ck, capsys):
     train_cli._save(Stub, ck, best=True, console=console)
     assert "not saved" in capsys.readouterr().err
     assert files(ck) == before
+
+
+def test_running_out_of_memory_says_what_to_lower(trained, tmp_path, monkeypatch):
+    def exhausted(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield
+
+    monkeypatch.setattr(Trainer, "run", exhausted)
+    result = arlm("train", "--data", trained / "ds", "--out", tmp_path / "ck", *SMALL)
+    message = one_line_error(result, alone=False)
+    assert "out of memory: lower --batch-size" in message
