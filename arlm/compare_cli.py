@@ -12,7 +12,7 @@ from rich.table import Table
 from arlm import checkpoint
 from arlm.errors import UsageError
 from arlm.formats import atomic_write
-from arlm.generate_cli import score_checkpoint
+from arlm.generate_cli import load, score_loaded
 from arlm.models import ModelConfig
 
 
@@ -30,12 +30,10 @@ def plot_path(value: Path | None) -> Path | None:
     return Path(value)
 
 
-def describe(folder: Path) -> dict:
+def describe(folder: Path, model, config: dict) -> dict:
     """What a checkpoint is and what its training cost (from config.json and metrics.jsonl)."""
-    config = checkpoint.read_config(folder)
     model_config = ModelConfig.from_dict(config["model"])
     metrics = checkpoint.read_metrics(folder)
-    model, _ = checkpoint.load(folder)
     return {
         "checkpoint": str(folder),
         "model": model_config.describe(),
@@ -56,8 +54,8 @@ def run_compare(options: dict, console: Console) -> None:
     plot = plot_path(options["plot"])
     rows = []
     for folder in folders:
-        row = describe(folder)
-        row |= score_checkpoint(folder, options["data"], None, options["device"])
+        loaded = load(folder, options["device"])
+        row = describe(folder, *loaded[:2]) | score_loaded(*loaded, options["data"], None)
         rows.append(row)
         console.print(f"scored {folder}: {row['bits_per_byte']:.3f} bits/byte", highlight=False)
     if plot:

@@ -62,24 +62,18 @@ def run_diagnose(options: dict, console) -> None:
 
     from rich.table import Table
 
-    from arlm import checkpoint, score
+    from arlm import score
     from arlm.compare_cli import plot_path, stdout_console
     from arlm.formats import atomic_write
-    from arlm.tokenizer import Tokenizer
+    from arlm.generate_cli import load
 
     if options["max_distance"] < 1 or options["windows"] < 1:
         raise UsageError("--max-distance and --windows must be positive")
     plot = plot_path(options["plot"])
     curves = {}
     for folder in map(Path, options["checkpoints"]):
-        model, config = checkpoint.load(folder)
-        tokenizer = Tokenizer.load(folder / checkpoint.TOKENIZER)
-        data = Path(options["data"])
-        text = (
-            score.text_from_dataset(data, tokenizer)
-            if data.is_dir()
-            else score.text_from_file(tokenizer, data)
-        )
+        model, _, tokenizer, _ = load(folder, "cpu")  # its tokenizer checked, as for eval
+        text = score.text_from_path(tokenizer, options["data"])
         name = f"{folder.name} ({model.config.describe()})"
         curves[name] = gradient_by_distance(
             model, np.asarray(text.ids), options["max_distance"], options["windows"]

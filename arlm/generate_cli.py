@@ -214,13 +214,25 @@ def score_checkpoint(
 ) -> dict:
     """The figures of `score.score` for a checkpoint on a text file, a dataset's validation
     split or a string, in the precision the model trained in unless told otherwise."""
-    model, config, tokenizer, device = load(folder, device_name)
+    loaded = load(folder, device_name)
+    return score_loaded(*loaded, data_path, text, precision_name, per_token)
+
+
+def score_loaded(
+    model: RecurrentLM,
+    config: dict,
+    tokenizer: Tokenizer,
+    device: torch.device,
+    data_path: Path | None,
+    text: str | None,
+    precision_name: str | None = None,
+    per_token: Path | None = None,
+) -> dict:
+    """`score_checkpoint` for a checkpoint already loaded (see `load`)."""
     if text is not None:
         scored = score.text_from_string(tokenizer, text)
-    elif Path(data_path).is_dir():
-        scored = score.text_from_dataset(Path(data_path), tokenizer)
     else:
-        scored = score.text_from_file(tokenizer, Path(data_path))
+        scored = score.text_from_path(tokenizer, data_path)
     name = precision_name or {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
         config.get("precision", "float32"), "fp32"
     )

@@ -47,6 +47,12 @@ def text_from_file(tokenizer: Tokenizer, path: Path) -> Text:
     return Text(ids, source.size, chars)
 
 
+def text_from_path(tokenizer: Tokenizer, path: Path) -> Text:
+    """A dataset folder's validation split, or a text file."""
+    path = Path(path)
+    return text_from_dataset(path, tokenizer) if path.is_dir() else text_from_file(tokenizer, path)
+
+
 def text_from_dataset(folder: Path, tokenizer: Tokenizer) -> Text:
     """The validation split of a tokenized dataset made with the same tokenizer."""
     meta = data.load_meta(folder)
