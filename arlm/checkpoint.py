@@ -27,7 +27,7 @@ from safetensors.torch import save
 
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, read_versioned
-from arlm.models import ModelConfig, RecurrentLM, build_model
+from arlm.models import ModelConfig, RecurrentLM, all_finite, build_model
 
 FORMAT = "arlm-checkpoint"
 FORMAT_VERSION = 2
@@ -122,10 +122,6 @@ def _weights(model: RecurrentLM) -> dict[str, torch.Tensor]:
     """The state dict; tied weights appear under both names (write_tensors copies each, since
     safetensors refuses shared storage, as do cuDNN's packed weights); loading restores ties."""
     return dict(model.state_dict())
-
-
-def all_finite(model: RecurrentLM) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def _check_finite(model: RecurrentLM, path: Path) -> None:

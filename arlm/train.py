@@ -25,7 +25,7 @@ from arlm.distributed import World, gather, highest, share, total
 from arlm.errors import ArlmError, UsageError
 from arlm.loss import linear_cross_entropy, token_losses
 from arlm.memory import keep_freed_memory
-from arlm.models import RecurrentLM, State, detach, device_of
+from arlm.models import RecurrentLM, State, all_finite, batch_dims, detach, device_of
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 3  # non-finite updates in a row before going back to the last good state
@@ -582,7 +582,7 @@ class Trainer:
 
     def _remember(self) -> None:
         """Keep a copy of this state to go back to if the loss stops being finite."""
-        if all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+        if all_finite(self.model):
             weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self._good = (weights, copy.deepcopy(self.state_dict()))
 
@@ -679,20 +679,13 @@ class Trainer:
             # with several processes: every rank's streams and random state, in rank order
             "carried": [
                 gather(self.world, s, d)
-                for s, d in zip(carried, self._state_dims(carried), strict=True)
+                for s, d in zip(carried, batch_dims(self.model, carried), strict=True)
             ],
             "rng": gather(self.world, torch.get_rng_state()[None], 0),
             "cuda_rng": gather(self.world, torch.cuda.get_rng_state()[None], 0)
             if torch.cuda.is_available()
             else [],
         }
-
-    def _state_dims(self, state: State) -> tuple[int, ...]:
-        """Where the batch is in each tensor of `state`."""
-        if not state:
-            return ()
-        dims = self.model.state_batch_dims
-        return dims * len(state) if len(dims) == 1 else dims
 
     def load_state_dict(self, state: dict) -> None:
         if self.optimizer:
@@ -701,7 +694,7 @@ class Trainer:
         for name, value in state["counters"].items():
             setattr(self, name, value)
         carried = tuple(t.to(self.device) for t in state["carried"])
-        dims = self._state_dims(carried)
+        dims = batch_dims(self.model, carried)
         self.carried = tuple(self._mine(s, d) for s, d in zip(carried, dims, strict=True)) or None
         # each rank its own random state (one saved by fewer processes is reused in turn)
         rng = state["rng"]

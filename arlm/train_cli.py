@@ -20,7 +20,7 @@ from arlm import __version__, checkpoint, data, distributed, embed, settings
 from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
-from arlm.models import ModelConfig, build_model
+from arlm.models import ModelConfig, all_finite, build_model
 from arlm.plot import learning_curve
 from arlm.tokenizer import Tokenizer
 from arlm.train import (
@@ -269,7 +269,7 @@ class _StopOnSignal:
 
 
 def _save(trainer: Trainer, out: Path, best: bool, console: Console) -> None:
-    if not checkpoint.all_finite(trainer.model):
+    if not all_finite(trainer.model):
         console.print(f"[yellow]warning:[/] weights not finite at step {trainer.step}: not saved")
         return
     state = trainer.state_dict()  # every rank: it gathers the ranks' streams

@@ -5,9 +5,21 @@ from arlm.models.recurrent import (
     ModelConfig,
     RecurrentLM,
     State,
+    all_finite,
+    batch_dims,
     build_model,
     detach,
     device_of,
 )
 
-__all__ = ["REGISTRY", "ModelConfig", "RecurrentLM", "State", "build_model", "detach", "device_of"]
+__all__ = [
+    "REGISTRY",
+    "ModelConfig",
+    "RecurrentLM",
+    "State",
+    "all_finite",
+    "batch_dims",
+    "build_model",
+    "detach",
+    "device_of",
+]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from arlm.errors import UsageError
-from arlm.models.recurrent import ModelConfig, State, Stepper
+from arlm.models.recurrent import ModelConfig, RecurrentLM, State, Stepper
 
 
 class CountModel(nn.Module):
@@ -32,9 +32,7 @@ class CountModel(nn.Module):
         config.check()
         self.config = config
 
-    def select_state(self, state: State, index: Tensor) -> State:
-        dims = self.state_batch_dims
-        return tuple(s.index_select(d, index) for s, d in zip(state, dims, strict=True))
+    select_state = RecurrentLM.select_state
 
     def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:
         return Stepper(self)

@@ -117,11 +117,8 @@ class RecurrentLM(nn.Module):
 
     def select_state(self, state: State, index: Tensor) -> State:
         """The state of the batch rows `index` (in that order): for beam search and batches."""
-        dims = self.state_batch_dims * len(state) if len(self.state_batch_dims) == 1 else None
-        return tuple(
-            s.index_select(d, index)
-            for s, d in zip(state, dims or self.state_batch_dims, strict=True)
-        )
+        dims = batch_dims(self, state)
+        return tuple(s.index_select(d, index) for s, d in zip(state, dims, strict=True))
 
     def initial_logits(self, batch_size: int) -> Tensor:
         """Logits before any input: the output layer on an all-zero hidden state (its bias),
@@ -411,6 +408,18 @@ def build_model(config: ModelConfig) -> RecurrentLM:
     if config.kind not in kinds:
         raise UsageError(f"unknown model {config.kind!r}: pick one of {', '.join(kinds)}")
     return kinds[config.kind](config)
+
+
+def batch_dims(model: nn.Module, state: State) -> tuple[int, ...]:
+    """Where the batch is in each tensor of `state` (one entry in state_batch_dims: all)."""
+    dims = model.state_batch_dims
+    if not state:
+        return ()
+    return dims * len(state) if len(dims) == 1 else dims
+
+
+def all_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def device_of(model: nn.Module) -> torch.device:
