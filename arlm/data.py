@@ -70,13 +70,14 @@ def scan(path: Path, progress: Progress = _no_progress) -> Source:
         raise UsageError(f"{path} does not exist: give the path of a text file")
     if path.is_dir():
         raise UsageError(f"{path} is a directory: give the text files inside it instead")
-    _refuse_binary(path)
     digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")("surrogateescape")
     source = Source(path, 0, "")
     lines = 0
     try:
         with open(path, "rb") as file:
             while block := file.read(BLOCK_BYTES):
+                if not source.size:
+                    _refuse_binary(path, block)
                 digest.update(block)
                 text = decoder.decode(block)
                 _count_invalid(source, text, source.size, lines)
@@ -90,14 +91,10 @@ def scan(path: Path, progress: Progress = _no_progress) -> Source:
     return source
 
 
-def _refuse_binary(path: Path) -> None:
-    """Text has no NUL bytes; binary files and UTF-16 do: refuse them before reading it all."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(1 << 16)
-    except OSError as error:
-        raise ArlmError(f"cannot read {path}: {error.strerror}") from None
-    if (at := head.find(b"\0")) >= 0:
+def _refuse_binary(path: Path, first: bytes) -> None:
+    """Text has no NUL bytes; binary files and UTF-16 do: refuse them from the first 64 KB of
+    the `first` block, before reading the rest."""
+    if (at := first.find(b"\0", 0, 1 << 16)) >= 0:
         raise UsageError(
             f"{path} looks binary (a NUL byte at offset {at}): give UTF-8 text "
             "(convert UTF-16 with `iconv -f utf-16 -t utf-8`)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -45,6 +46,23 @@ def from_environment(device: torch.device) -> World:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
     return World(dist.get_rank(), dist.get_world_size())
+
+
+def check_split(batch_size: int, processes: int) -> None:
+    """The streams must share out evenly over the processes."""
+    if processes < 1:
+        raise UsageError(f"--nproc must be positive, got {processes}")
+    if batch_size % processes:
+        raise UsageError(
+            f"--batch-size {batch_size} does not split over {processes} processes: give a "
+            "multiple of the process count"
+        )
+
+
+def check_dataset(path: Path) -> None:
+    """The processes read one dataset folder (a text file would be tokenized by each)."""
+    if not Path(path).is_dir():
+        raise UsageError("several processes train on a dataset folder: run `arlm tokenize` first")
 
 
 def _wire(tensor: torch.Tensor) -> torch.Tensor:
@@ -98,8 +116,6 @@ def finish(world: World) -> None:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `arlm ARGV` as `nproc` processes under torchrun; return its exit code."""
-    if nproc < 1:
-        raise UsageError(f"--nproc must be positive, got {nproc}")
     import subprocess
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from arlm import sequences as seqs
 from arlm.data import Window, batchify, windows
-from arlm.distributed import World, gather, highest, share, total
+from arlm.distributed import World, check_split, gather, highest, share, total
 from arlm.errors import ArlmError, UsageError
 from arlm.loss import linear_cross_entropy, token_losses
 from arlm.memory import keep_freed_memory
@@ -338,11 +338,7 @@ class Trainer:
         self.world = world or World()
         if self.world.active and (config.sequences != "stream" or hasattr(model, "fit")):
             raise UsageError("several processes train on a stream: drop --sequences or --nproc")
-        if config.batch_size % self.world.size:
-            raise UsageError(
-                f"--batch-size {config.batch_size} does not split over {self.world.size} "
-                "processes: give a multiple of the process count"
-            )
+        check_split(config.batch_size, self.world.size)
         self.device = pick_device(config.device)
         self.precision = pick_precision(config.precision, self.device)
         self.model = model.to(self.device)

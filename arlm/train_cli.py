@@ -59,18 +59,12 @@ def main(
 
 def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n: int) -> None:
     """What can be refused before `--nproc N` starts N processes."""
-    if n < 1:
-        raise UsageError(f"--nproc must be positive, got {n}")
     values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
     saved = checkpoint.read_config(resume)["train"] if resume else {}
     config = settings.train_config(values, TrainConfig.from_dict(saved) if saved else None)
-    if config.batch_size % n:
-        raise UsageError(
-            f"--batch-size {config.batch_size} does not split over {n} processes: give a "
-            "multiple of the process count"
-        )
-    if not resume and values.get("data") and not Path(values["data"]).is_dir():
-        raise UsageError("several processes train on a dataset folder: run `arlm tokenize` first")
+    distributed.check_split(config.batch_size, n)
+    if not resume and values.get("data"):
+        distributed.check_dataset(values["data"])
 
 
 # -- setting up -------------------------------------------------------------------------------
@@ -94,8 +88,8 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
     if model_config.kind == "ngram" and train_config.sequences != "stream":
         raise UsageError("--model ngram counts the stream: drop --sequences")
     path = Path(values["data"])
-    if world.active and not path.is_dir():
-        raise UsageError("several processes train on a dataset folder: run `arlm tokenize` first")
+    if world.active:
+        distributed.check_dataset(path)
     if not world.main:  # the other ranks read; rank 0 alone touches --out
         meta = data.load_meta(path)
         model_config.vocab_size = meta["vocab_size"]
