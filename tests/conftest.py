@@ -94,3 +94,13 @@ def write_config(folder: Path, model) -> None:
         "model": model.config.to_dict(),
     }
     (folder / checkpoint.CONFIG).write_text(json.dumps(config))
+
+
+def make_char_dataset(folder: Path, lines: int = 120) -> Path:
+    """`corpus_text(lines)` in folder/corpus.txt, tokenized by characters into folder/ds."""
+    from arlm import data
+
+    corpus = folder / "corpus.txt"
+    corpus.write_text(corpus_text(lines), encoding="utf-8")
+    data.build(folder / "ds", [data.scan(corpus)], model_type="char")
+    return folder / "ds"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arlm import checkpoint, data
-from tests.conftest import corpus_text, run_arlm
+from tests.conftest import make_char_dataset, run_arlm
 
 TINY = ["--hidden-size", "8", "--embedding-dim", "8", "--batch-size", "2", "--precision", "fp32"]
 
@@ -40,9 +40,8 @@ def state_of(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("bad")
-    (tmp / "corpus.txt").write_text(corpus_text(120), encoding="utf-8")
+    make_char_dataset(tmp, 120)
     (tmp / "other.txt").write_text("a different alphabet: xyzzy qwerty 12345\n" * 40)
-    data.build(tmp / "ds", [data.scan(tmp / "corpus.txt")], model_type="char")
     data.build(tmp / "ds_other", [data.scan(tmp / "other.txt")], model_type="char")
     result = arlm("train", "--data", tmp / "ds", "--out", tmp / "ck", *TINY, "--max-steps", 2)
     assert result.code == 0, result.stderr

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from arlm import checkpoint, data
+from arlm import checkpoint
 from arlm.cli import app
 from arlm.models import ModelConfig, build_model
 from arlm.sample import generate
-from tests.conftest import corpus_text, write_config
+from tests.conftest import make_char_dataset, write_config
 
 runner = CliRunner()
 
@@ -177,8 +177,7 @@ def test_generation_walks_the_hidden_chain():
 @pytest.fixture(scope="module")
 def char_dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("classical")
-    (folder / "corpus.txt").write_text(corpus_text(200), encoding="utf-8")
-    data.build(folder / "ds", [data.scan(folder / "corpus.txt")], model_type="char")
+    make_char_dataset(folder, 200)
     return folder
 
 

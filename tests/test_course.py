@@ -8,18 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arlm import data, embed
+from arlm import embed
 from arlm.diagnose import gradient_by_distance
 from arlm.models import ModelConfig, build_model
-from tests.conftest import corpus_text, run_arlm
+from tests.conftest import make_char_dataset, run_arlm
 
 
 @pytest.fixture(scope="module")
 def ladder(tmp_path_factory):
     """A char dataset and three small checkpoints trained on it: ngram, elman, lstm."""
     folder = tmp_path_factory.mktemp("ladder")
-    (folder / "corpus.txt").write_text(corpus_text(200), encoding="utf-8")
-    data.build(folder / "ds", [data.scan(folder / "corpus.txt")], model_type="char")
+    make_char_dataset(folder, 200)
     small = [
         "--hidden-size",
         "16",

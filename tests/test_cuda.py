@@ -10,17 +10,14 @@ from arlm import checkpoint, data
 from arlm.loss import linear_cross_entropy
 from arlm.models import ModelConfig, build_model
 from arlm.train import StepRecord, TrainConfig, Trainer
-from tests.conftest import corpus_text, write_config
+from tests.conftest import make_char_dataset, write_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cuda")
-    (folder / "corpus.txt").write_text(corpus_text(400), encoding="utf-8")
-    data.build(folder / "ds", [data.scan(folder / "corpus.txt")], model_type="char")
-    return folder / "ds"
+    return make_char_dataset(tmp_path_factory.mktemp("cuda"), 400)
 
 
 def first_losses(dataset, device: str, kind: str, steps: int = 5) -> list[float]:

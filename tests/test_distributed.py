@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from arlm import checkpoint, data
-from tests.conftest import corpus_text
+from arlm import checkpoint
+from tests.conftest import make_char_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +37,7 @@ def close(a: dict, b: dict, prefix: str = "model.") -> None:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ddp")
-    (folder / "corpus.txt").write_text(corpus_text(300), encoding="utf-8")
-    data.build(folder / "ds", [data.scan(folder / "corpus.txt")], model_type="char")
-    return folder / "ds"
+    return make_char_dataset(tmp_path_factory.mktemp("ddp"), 300)
 
 
 def test_two_processes_equal_one_and_resume_across_world_sizes(dataset, tmp_path):

@@ -28,7 +28,7 @@ from arlm.train import (
     TrainConfig,
     Trainer,
 )
-from tests.conftest import corpus_text
+from tests.conftest import make_char_dataset
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -57,9 +57,7 @@ def files(folder: Path) -> dict[str, bytes]:
 def trained(tmp_path_factory) -> Path:
     """A dataset and a checkpoint trained 10 steps (evaluations at 5 and 10)."""
     folder = tmp_path_factory.mktemp("reliability")
-    corpus = folder / "corpus.txt"
-    corpus.write_text(corpus_text(120), encoding="utf-8")
-    data.build(folder / "ds", [data.scan(corpus)], model_type="char")
+    make_char_dataset(folder, 120)
     result = arlm(
         "train", "--data", folder / "ds", "--out", folder / "ck", *SMALL,
         "--max-steps", 10, "--eval-every", 5,

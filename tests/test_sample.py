@@ -16,7 +16,7 @@ from arlm.cli import app
 from arlm.errors import UsageError
 from arlm.models import REGISTRY, ModelConfig, build_model
 from arlm.sample import Detokenizer, beam_search, filtered_probs, generate, pick
-from tests.conftest import corpus_text
+from tests.conftest import corpus_text, make_char_dataset
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -177,9 +177,7 @@ def test_bits_per_byte_by_hand():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("gen")
-    corpus = folder / "corpus.txt"
-    corpus.write_text(corpus_text(150), encoding="utf-8")
-    data.build(folder / "ds", [data.scan(corpus)], model_type="char")
+    make_char_dataset(folder, 150)
     result = runner.invoke(
         app,
         [

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from arlm import checkpoint, data
+from arlm import checkpoint
 from arlm import sequences as seqs
 from arlm.generate_cli import Sample
 from arlm.models import ModelConfig, build_model
 from arlm.tokenizer import Tokenizer
-from tests.conftest import corpus_text, run_arlm
+from tests.conftest import make_char_dataset, run_arlm
 
 NL, BOS, EOS = 9, 1, 2
 
@@ -119,10 +119,7 @@ def test_the_end_token_stops_a_sample(tokenizers):
 
 @pytest.fixture(scope="module")
 def lines_dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sequences")
-    (folder / "corpus.txt").write_text(corpus_text(150), encoding="utf-8")
-    data.build(folder / "ds", [data.scan(folder / "corpus.txt")], model_type="char")
-    return folder / "ds"
+    return make_char_dataset(tmp_path_factory.mktemp("sequences"), 150)
 
 
 SMALL = ["--hidden-size", "16", "--embedding-dim", "8", "--batch-size", "8", "--precision", "fp32",

@@ -16,7 +16,7 @@ from arlm.cli import app
 from arlm.errors import UsageError
 from arlm.models import REGISTRY, ModelConfig, build_model, detach
 from arlm.train import TrainConfig, Trainer, evaluate, tbptt_loss
-from tests.conftest import corpus_text, write_config
+from tests.conftest import corpus_text, make_char_dataset, write_config
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -168,12 +168,9 @@ def test_save_then_load_gives_identical_logits(tmp_path):
 
 @pytest.fixture(scope="module")
 def char_dataset(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    corpus = folder / "corpus.txt"
-    corpus.write_text(corpus_text(120), encoding="utf-8")
-    meta = data.build(folder / "ds", [data.scan(corpus)], model_type="char")
-    assert meta["val"]["tokens"] > 100
-    return folder / "ds"
+    ds = make_char_dataset(tmp_path_factory.mktemp("data"), 120)
+    assert data.load_meta(ds)["val"]["tokens"] > 100
+    return ds
 
 
 SMALL = [
