@@ -148,15 +148,16 @@ class NGramLM(CountModel):
         rows = len(contexts)
         probs = np.full((rows, V), 1.0 / V)
         for n, table in enumerate(self._prepared(), start=1):
+            if not len(table["contexts"]):  # nothing counted: every context unseen
+                continue
             h = np.zeros(rows, dtype=np.int64)  # the last n - 1 ids of each context
             for j in range(n - 1):
                 h = h * self.base + contexts[:, contexts.shape[1] - (n - 1) + j]
-            at = np.searchsorted(table["contexts"], h)
-            at = np.minimum(at, max(0, len(table["contexts"]) - 1))
-            seen = (table["contexts"][at] == h) if len(table["contexts"]) else np.zeros(rows, bool)
-            total = np.where(seen, table["totals"][at] if len(table["totals"]) else 1.0, 1.0)
-            lo = np.where(seen, table["starts"][at] if len(table["starts"]) else 0, 0)
-            hi = np.where(seen, table["ends"][at] if len(table["ends"]) else 0, 0)
+            at = np.minimum(np.searchsorted(table["contexts"], h), len(table["contexts"]) - 1)
+            seen = table["contexts"][at] == h
+            total = np.where(seen, table["totals"][at], 1.0)
+            lo = np.where(seen, table["starts"][at], 0)
+            hi = np.where(seen, table["ends"][at], 0)
             D = table["discount"]
             backoff = np.where(seen, D * (hi - lo) / total, 1.0)  # unseen: all to the order below
             probs *= backoff[:, None]
