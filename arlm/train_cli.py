@@ -91,11 +91,7 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
     if world.active:
         distributed.check_dataset(path)
     if not world.main:  # the other ranks read; rank 0 alone touches --out
-        meta = data.load_meta(path)
-        model_config.vocab_size = meta["vocab_size"]
-        torch.manual_seed(train_config.seed)
-        trainer = _trainer(build_model(model_config), path, meta, train_config, world)
-        return trainer, out, path
+        return _new_trainer(values, model_config, train_config, path, world), out, path
     source = None
     if path.is_dir():
         data.load_meta(path)  # a damaged dataset is refused before anything is written
@@ -108,13 +104,7 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         raise ArlmError(f"cannot create the checkpoint folder {out}: {error.strerror}") from None
     try:
         dataset = path if source is None else _tokenize(path, source, out, console)
-        meta = data.load_meta(dataset)
-        model_config.vocab_size = meta["vocab_size"]
-        torch.manual_seed(train_config.seed)
-        model = build_model(model_config)
-        if values.get("init_embeddings"):
-            embed.init_embeddings(model, values["init_embeddings"], meta["tokenizer"]["sha256"])
-        trainer = _trainer(model, dataset, meta, train_config, world)
+        trainer = _new_trainer(values, model_config, train_config, dataset, world)
     except BaseException:
         if created:  # leave nothing behind
             shutil.rmtree(out, ignore_errors=True)
@@ -123,6 +113,20 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         (out / name).unlink(missing_ok=True)
     shutil.copyfile(dataset / "tokenizer.model", out / checkpoint.TOKENIZER)
     return trainer, out, dataset
+
+
+def _new_trainer(
+    values: dict, model_config: ModelConfig, train_config: TrainConfig, dataset: Path, world: World
+) -> Trainer:
+    """A fresh model (seeded, sized to the dataset's vocabulary, embeddings loaded if asked)
+    and its trainer."""
+    meta = data.load_meta(dataset)
+    model_config.vocab_size = meta["vocab_size"]
+    torch.manual_seed(train_config.seed)
+    model = build_model(model_config)
+    if values.get("init_embeddings"):
+        embed.init_embeddings(model, values["init_embeddings"], meta["tokenizer"]["sha256"])
+    return _trainer(model, dataset, meta, train_config, world)
 
 
 def _text_source(path: Path) -> data.Source:
