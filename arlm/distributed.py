@@ -10,6 +10,7 @@ gloo on CPUs, nccl on GPUs.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -108,8 +109,10 @@ def gather(world: World, tensor: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def finish(world: World) -> None:
-    """Wait for every rank, then leave the process group."""
+    """Wait for every rank, then leave the process group: after the DDP wrapper, which holds
+    the group and sits in a reference cycle with its trainer, has been collected."""
     if world.active and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

@@ -44,17 +44,23 @@ def main(
     if not world.main:  # rank 0 speaks and writes for all
         console = Console(quiet=True)
     try:
-        if resume is not None:
-            trainer, out, dataset = _resume(Path(resume), values, world)
-        else:
-            trainer, out, dataset = _start(values, force, console, world)
-        config = _describe(trainer, dataset)
-        if world.main:
-            write_json(out / checkpoint.CONFIG, config)
-        _report_start(trainer, out, console)
-        _loop(trainer, out, config, console, log_every)
-    finally:
+        _train(values, resume, force, console, world, log_every)
+    finally:  # the trainer (and its DDP wrapper) is gone by now: only then leave the group
         distributed.finish(world)
+
+
+def _train(
+    values: dict, resume: Path | None, force: bool, console: Console, world: World, log_every: int
+) -> None:
+    if resume is not None:
+        trainer, out, dataset = _resume(Path(resume), values, world)
+    else:
+        trainer, out, dataset = _start(values, force, console, world)
+    config = _describe(trainer, dataset)
+    if world.main:
+        write_json(out / checkpoint.CONFIG, config)
+    _report_start(trainer, out, console)
+    _loop(trainer, out, config, console, log_every)
 
 
 def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n: int) -> None:
