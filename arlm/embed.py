@@ -66,6 +66,20 @@ class Word2Vec(torch.nn.Module):
             self.v.weight.uniform_(-0.5 / dim, 0.5 / dim, generator=g)
             self.u.weight.zero_()
 
+    def loss(
+        self,
+        contexts: torch.Tensor,
+        mask: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor,
+    ) -> torch.Tensor:
+        """The loss of N examples: h is the mean of v over the ids of contexts (N, C) where
+        mask (N, C) is true (one id for skip-gram), the positive is u of targets (N,), the
+        negatives u of negatives (N, k)."""
+        weights = mask[:, :, None].float()
+        h = (self.v(contexts) * weights).sum(1) / weights.sum(1).clamp_min(1)
+        return negative_sampling_loss(h, self.u(targets), self.u(negatives))
+
 
 def train(
     ids: np.ndarray,
@@ -113,14 +127,16 @@ def train(
         for start in range(0, len(order), batch_size):
             pick = order[start : start + batch_size]
             if method == "skipgram":
-                h = model.v(torch.from_numpy(centres[pick]))
+                inputs, valid = centres[pick, None], np.ones((len(pick), 1), dtype=bool)
             else:
-                ctx = model.v(torch.from_numpy(contexts[pick]))  # (N, 2W, D)
-                weights = torch.from_numpy(mask[pick].astype(np.float32))[:, :, None]
-                h = (ctx * weights).sum(1) / weights.sum(1).clamp_min(1)
-            positive = model.u(torch.from_numpy(targets[pick]))
+                inputs, valid = contexts[pick], mask[pick]  # (N, 2W)
             drawn = torch.multinomial(noise, len(pick) * negatives, replacement=True)
-            loss = negative_sampling_loss(h, positive, model.u(drawn.view(len(pick), negatives)))
+            loss = model.loss(
+                torch.from_numpy(inputs),
+                torch.from_numpy(valid),
+                torch.from_numpy(targets[pick]),
+                drawn.view(len(pick), negatives),
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
