@@ -114,9 +114,7 @@ def generate(
             logits = logits[:, -1]
         else:
             logits = model.initial_logits(num_samples)
-        step = model.stepper(
-            num_samples, generator
-        )  # one token at a time, written out where it pays
+        step = model.stepper(num_samples)  # one token at a time, written out where it pays
         for _ in range(max_tokens):
             token = pick(logits, temperature, top_k, top_p, generator)
             logprob = torch.log_softmax(logits.float(), -1).gather(-1, token[:, None])[:, 0]

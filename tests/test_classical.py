@@ -2,6 +2,7 @@
 dictionaries, the forward algorithm by enumerating every hidden path."""
 
 import itertools
+import json
 import math
 from collections import Counter, defaultdict
 
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from arlm import checkpoint
 from arlm.cli import app
+from arlm.generate_cli import load
 from arlm.models import ModelConfig, build_model
 from arlm.sample import generate
 from tests.conftest import make_char_dataset, write_config
@@ -160,6 +162,44 @@ def test_a_long_text_never_underflows():
     assert p.sum().item() == pytest.approx(1.0, abs=1e-5)
 
 
+def logprobs_one_at_a_time(model, ids: list[int]) -> list[float]:
+    """log P(w_t | w_<t) for every token, reading one token at a time from the initial state."""
+    logits, state, out = model.initial_logits(1), model.init_state(1), []
+    with torch.no_grad():
+        for token in ids:
+            out.append(torch.log_softmax(logits[0].double(), -1)[token].item())
+            step, state = model(torch.tensor([[token]]), state)
+            logits = step[:, -1]
+    return out
+
+
+def hmm_generate(model, prompt: list[int], n: int, seed: int, **kw) -> tuple[list, list]:
+    g = torch.Generator().manual_seed(seed)
+    steps = list(generate(model, prompt, n, generator=g, **kw))
+    return [int(s.ids[0]) for s in steps], [float(s.logprobs[0]) for s in steps]
+
+
+def test_greedy_hmm_generation_is_the_same_for_every_seed_and_follows_the_prediction():
+    model = hmm(states=4, vocab=6, seed=1)
+    texts = {tuple(hmm_generate(model, [2, 5], 30, seed, temperature=0)[0]) for seed in range(8)}
+    assert len(texts) == 1
+    ids = [2, 5, *texts.pop()]
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([ids[:-1]]))
+    assert ids[2:] == logits[0, 1:].argmax(-1).tolist()  # each token: the most likely next one
+
+
+@pytest.mark.parametrize("prompt", [[], [1, 4, 4]])
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(1.0, None, 1.0), (0.7, 3, 0.9)])
+def test_hmm_generation_reports_the_models_log_probabilities(prompt, temperature, top_k, top_p):
+    """What `generate` (and so `--json`) reports is P(w | text so far), whatever the filters."""
+    model = hmm(states=5, vocab=7, seed=2)
+    ids, logprobs = hmm_generate(model, prompt, 25, 0, temperature=temperature, top_k=top_k,
+                                 top_p=top_p)  # fmt: skip
+    expected = logprobs_one_at_a_time(model, prompt + ids)[len(prompt) :]
+    np.testing.assert_allclose(logprobs, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_generation_walks_the_hidden_chain():
     """A chain 0 -> 1 -> 2 -> 0 whose state s emits token s: generation must follow it."""
     model = hmm(states=3, vocab=3)
@@ -205,19 +245,23 @@ def test_train_generate_and_eval_work_for_the_classical_models(char_dataset, tmp
         app, ["train", "--data", str(char_dataset / "ds"), "--out", str(out), *args]
     )
     assert result.exit_code == 0, result.output
-    sample = runner.invoke(
-        app, ["generate", str(out), "--prompt", "the ", "--max-tokens", "40", "--top-k", "5",
-              "--temperature", "0.7", "--seed", "3"],
-    )  # fmt: skip
-    assert sample.exit_code == 0 and sample.stdout.startswith("the ")
-    again = runner.invoke(
-        app, ["generate", str(out), "--prompt", "the ", "--max-tokens", "40", "--top-k", "5",
-              "--temperature", "0.7", "--seed", "3"],
-    )  # fmt: skip
+    args = ["generate", str(out), "--prompt", "the ", "--max-tokens", "40", "--top-k", "5",
+            "--temperature", "0.7", "--seed", "3"]  # fmt: skip
+    sample, again, as_json = (runner.invoke(app, a) for a in (args, args, [*args, "--json"]))
+    assert sample.exit_code == 0 and as_json.exit_code == 0, sample.output
     assert again.stdout == sample.stdout  # same seed, same text
+    record = json.loads(as_json.stdout)
+    assert sample.stdout == "the " + record["text"] + "\n"  # the prompt, then the sample, only
+    model, _, tokenizer, _ = load(out, "cpu")
+    prompt = tokenizer.encode("the ")
+    assert len(record["ids"]) == 40
+    assert record["text"] == tokenizer.decode(prompt + record["ids"])[len("the ") :]
+    # the reported log-probability is the model's, not that of a filtered distribution
+    expected = logprobs_one_at_a_time(model, prompt + record["ids"])[len(prompt) :]
+    assert record["logprob"] == pytest.approx(sum(expected), rel=1e-5)
     scored = runner.invoke(
         app, ["eval", str(out), "--text", "unseen: QXZ \u2603 and the cat", "--json"]
     )
     assert scored.exit_code == 0, scored.output
-    figures = __import__("json").loads(scored.stdout)
+    figures = json.loads(scored.stdout)
     assert math.isfinite(figures["perplexity"]) and figures["perplexity"] > 1
