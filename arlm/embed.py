@@ -30,12 +30,19 @@ from arlm.errors import ArlmError, UsageError
 METHODS = ("skipgram", "cbow")
 
 
-def negative_sampling_loss(h: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor):
+def negative_sampling_loss(
+    h: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean over rows of -log s(u_o . h) - sum_i log s(-u_n_i . h): h (N, D), positive
-    (N, D), negatives (N, k, D)."""
+    (N, D), negatives (N, k, D); where `keep` (N, k) is false, that negative's term is left out."""
     true = F.logsigmoid((h * positive).sum(-1))
-    false = F.logsigmoid(-(negatives @ h[:, :, None])[..., 0]).sum(-1)
-    return -(true + false).mean()
+    false = F.logsigmoid(-(negatives @ h[:, :, None])[..., 0])  # (N, k)
+    if keep is not None:
+        false = torch.where(keep, false, 0.0)
+    return -(true + false.sum(-1)).mean()
 
 
 def keep_mask(ids: np.ndarray, vocab: int, threshold: float, rng) -> np.ndarray:
@@ -75,10 +82,15 @@ class Word2Vec(torch.nn.Module):
     ) -> torch.Tensor:
         """The loss of N examples: h is the mean of v over the ids of contexts (N, C) where
         mask (N, C) is true (one id for skip-gram), the positive is u of targets (N,), the
-        negatives u of negatives (N, k)."""
-        weights = mask[:, :, None].float()
-        h = (self.v(contexts) * weights).sum(1) / weights.sum(1).clamp_min(1)
-        return negative_sampling_loss(h, self.u(targets), self.u(negatives))
+        negatives u of negatives (N, k), and a negative equal to its positive is skipped, as
+        word2vec.c does (`if (target == word) continue;`)."""
+        # Only the ids that count are looked up: SparseAdam moves every row that has a gradient,
+        # a zero one too (by its momentum), so masked-out slots must not reach it.
+        counts = mask.sum(1)
+        offsets = torch.cumsum(counts, 0) - counts
+        h = F.embedding_bag(contexts[mask], self.v.weight, offsets, mode="mean", sparse=True)
+        keep = negatives != targets[:, None]
+        return negative_sampling_loss(h, self.u(targets), self.u(negatives), keep)
 
 
 def train(
@@ -118,25 +130,19 @@ def train(
         contexts, mask = context_table(kept, window, rng)
         if method == "skipgram":  # one example per (centre, context) pair
             rows, cols = np.nonzero(mask)
-            centres, targets = kept[rows], contexts[rows, cols]
-        else:  # one example per centre, its context averaged
-            centres, targets = np.arange(len(kept)), kept
-        order = rng.permutation(len(centres))
+            inputs, valid = kept[rows, None], np.ones((len(rows), 1), dtype=bool)
+            targets = contexts[rows, cols]
+        else:  # one example per centre with a context (subsampling may leave one alone)
+            rows = np.flatnonzero(mask.any(1))
+            inputs, valid, targets = contexts[rows], mask[rows], kept[rows]  # (N, 2W) twice
+        order = rng.permutation(len(targets))
         if epoch == passes - 1 and epochs % 1:
             order = order[: int(len(order) * (epochs % 1))]
         for start in range(0, len(order), batch_size):
             pick = order[start : start + batch_size]
-            if method == "skipgram":
-                inputs, valid = centres[pick, None], np.ones((len(pick), 1), dtype=bool)
-            else:
-                inputs, valid = contexts[pick], mask[pick]  # (N, 2W)
             drawn = torch.multinomial(noise, len(pick) * negatives, replacement=True)
-            loss = model.loss(
-                torch.from_numpy(inputs),
-                torch.from_numpy(valid),
-                torch.from_numpy(targets[pick]),
-                drawn.view(len(pick), negatives),
-            )
+            batch = (torch.from_numpy(a[pick]) for a in (inputs, valid, targets))
+            loss = model.loss(*batch, drawn.view(len(pick), negatives))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
