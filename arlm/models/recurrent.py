@@ -107,8 +107,10 @@ class RecurrentLM(nn.Module):
             self.input_size = config.embedding_dim
         self.drop = nn.Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
-        if config.tie_weights:
-            self.output.weight = self.input.weight  # (V, H) both: one matrix, two roles
+        if config.tie_weights:  # one matrix (V, H), two roles
+            # It takes the output layer's initialisation (uniform +-1/sqrt(H), nn.Linear's), not
+            # the embedding's N(0, 1), which would make the first logits sqrt(H) times too large.
+            self.input.weight = self.output.weight
 
     state_batch_dims: tuple[int, ...] = (1,)  # where the batch is in each state tensor
 
