@@ -8,6 +8,7 @@
     tokenizer.model      a copy of the dataset's tokenizer
     metrics.jsonl        one JSON object per logged step and per evaluation
     learning_curve.png   train and validation loss against tokens seen
+    dataset/             the tokens of --data when it was a text file (an arlm dataset)
 
 Nothing is ever unpickled: tensors are safetensors, everything else JSON. Each .safetensors file
 carries a SHA-256 of its contents (names, shapes, bytes and the JSON beside them), checked on
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from arlm.data import DATASET_FILES
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, read_versioned
 from arlm.models import ModelConfig, RecurrentLM, all_finite, build_model
@@ -38,6 +41,62 @@ TOKENIZER = "tokenizer.model"
 METRICS = "metrics.jsonl"
 CURVE = "learning_curve.png"
 FILES = (CONFIG, BEST, LAST, TOKENIZER, METRICS, CURVE)
+DATASET = "dataset"
+# what a killed run leaves while writing NAME: ".NAME.tmp-PID" (atomic_write), and
+# ".dataset.partial-PID" or ".dataset.old-PID" (data.build's staging)
+_LEFTOVER = re.compile(r"\.(.+)\.(?:tmp|partial|old)-\d+")
+
+
+# -- what arlm owns ---------------------------------------------------------------------------
+
+
+def _named(name: str, names: tuple[str, ...]) -> bool:
+    """`name` is one of `names`, or what a killed run left while writing one."""
+    match = _LEFTOVER.fullmatch(name)
+    return (match.group(1) if match else name) in names
+
+
+def _owned(entry: Path) -> bool:
+    """Whether arlm wrote `entry` of a checkpoint folder: one of its files, or the dataset
+    folder (holding dataset files only), or what a killed run left of either."""
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        return _named(entry.name, (DATASET,)) and all(
+            child.is_file() and not child.is_symlink() and _named(child.name, DATASET_FILES)
+            for child in entry.iterdir()
+        )
+    return entry.is_file() and _named(entry.name, FILES)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """Whether `folder` is an arlm checkpoint holding nothing but what arlm writes there: the
+    only kind of folder that `arlm train --force` may clear."""
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+        entries = list(folder.iterdir())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (
+        isinstance(config, dict)
+        and config.get("format") == FORMAT
+        and all(_owned(entry) for entry in entries)
+    )
+
+
+def clear(folder: Path, keep: Path | None = None) -> None:
+    """Delete what arlm wrote in the checkpoint `folder`, except the folder `keep` (the dataset
+    a new run trains on); a file arlm did not write stays, whatever its name."""
+    for entry in Path(folder).iterdir():
+        if not _owned(entry) or (keep is not None and entry.resolve() == keep.resolve()):
+            continue
+        if entry.is_dir():
+            for child in entry.iterdir():
+                child.unlink()
+            entry.rmdir()
+        else:
+            entry.unlink()
 
 
 # -- checksummed tensor files -----------------------------------------------------------------

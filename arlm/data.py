@@ -379,9 +379,22 @@ def _split_meta(stats: SplitStats) -> dict:
 
 
 def load_meta(folder: Path) -> dict:
-    """The meta of a tokenized dataset folder, checked for format and version."""
+    """The meta of a tokenized dataset folder, checked for format and version, and for the
+    tokenizer: ids read with another tokenizer than theirs would be silently wrong."""
     fix = "re-create it with `arlm tokenize`"
-    return read_versioned(Path(folder) / "meta.json", FORMAT, FORMAT_VERSION, "dataset", fix)
+    meta = read_versioned(Path(folder) / "meta.json", FORMAT, FORMAT_VERSION, "dataset", fix)
+    path = Path(folder) / "tokenizer.model"
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as error:
+        raise ArlmError(f"cannot read {path} ({error.strerror}): {fix}") from None
+    recorded = meta.get("tokenizer")
+    if not isinstance(recorded, dict) or recorded.get("sha256") != digest:
+        raise ArlmError(
+            f"{path} is not the tokenizer the ids of {folder} were made with (its checksum is "
+            f"not meta.json's): put the right one back, or re-tokenize with `arlm tokenize`"
+        )
+    return meta
 
 
 def open_ids(folder: Path, split: str = "train") -> np.ndarray:

@@ -77,23 +77,17 @@ def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n
 
 
 def _start(values: dict, force: bool, console: Console, world: World) -> tuple[Trainer, Path, Path]:
+    if values.get("data") is None:  # what is missing comes before what is in the way
+        raise UsageError("--data is required: a dataset folder (arlm tokenize) or a text file")
     model_config = settings.model_config(values)
     train_config = settings.train_config(values)
-    out = Path(values.get("out") or Path("checkpoints") / model_config.kind)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file: give a folder for the checkpoint")
-    if (out / checkpoint.CONFIG).exists() and not force:
-        raise UsageError(
-            f"{out} holds a checkpoint: continue it with --resume {out}, "
-            "or pass --force to start over"
-        )
-    if values.get("data") is None:
-        raise UsageError("--data is required: a dataset folder (arlm tokenize) or a text file")
     model_config.check()
     train_config.check()
     if model_config.kind == "ngram" and train_config.sequences != "stream":
         raise UsageError("--model ngram counts the stream: drop --sequences")
     path = Path(values["data"])
+    out = Path(values.get("out") or Path("checkpoints") / model_config.kind)
+    _check_out(out, path, force)
     if world.active:
         distributed.check_dataset(path)
     if not world.main:  # the other ranks read; rank 0 alone touches --out
@@ -115,10 +109,31 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         if created:  # leave nothing behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-    for name in checkpoint.FILES:  # --force: the old run goes only now that this one can start
-        (out / name).unlink(missing_ok=True)
+    checkpoint.clear(out, keep=dataset)  # --force: the old run goes only now that this one can
     shutil.copyfile(dataset / "tokenizer.model", out / checkpoint.TOKENIZER)
     return trainer, out, dataset
+
+
+def _check_out(out: Path, dataset: Path, force: bool) -> None:
+    """--out must be a new folder, an empty one, or an arlm checkpoint (replaced only with
+    --force): any other folder is refused before a byte is written, --force or not."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: give a folder for the checkpoint")
+    inside = out.resolve() == dataset.resolve() or dataset.resolve() in out.resolve().parents
+    if inside and dataset.is_dir():
+        raise UsageError(f"--out {out} is in the dataset folder {dataset}: choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not checkpoint.is_checkpoint(out):
+        raise UsageError(
+            f"--out {out} holds files that arlm did not write, which it never deletes (even with "
+            "--force): choose a new or empty folder"
+        )
+    if not force:
+        raise UsageError(
+            f"{out} holds a checkpoint: continue it with --resume {out}, "
+            "or pass --force to start over"
+        )
 
 
 def _new_trainer(
@@ -145,7 +160,7 @@ def _text_source(path: Path) -> data.Source:
 
 def _tokenize(path: Path, source: data.Source, out: Path, console: Console) -> Path:
     """A text file tokenized (characters) into OUT/dataset, unless that is done already."""
-    target = out / "dataset"
+    target = out / checkpoint.DATASET
     if target.is_dir():
         try:
             meta = data.load_meta(target)
