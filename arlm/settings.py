@@ -3,6 +3,7 @@ file (`--config`, the same names as the flags), then the built-in defaults."""
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -57,6 +58,14 @@ def _check_types(path: Path, values: dict) -> None:
             )
 
 
+def _check_finite(values: dict, where: str = "--") -> None:
+    """nan and ±inf are refused for every number, whatever the setting: no setting means
+    anything by them, and they fail late and loudly (the optimizer, the schedule, the loss)."""
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{where}{key.replace('_', '-')} must be a finite number, got {value}")
+
+
 def parse_duration(text: str | float | int | None) -> float | None:
     """'90s', '10m', '1.5h' or a plain number of seconds -> seconds."""
     if text is None or isinstance(text, int | float):
@@ -80,18 +89,21 @@ def read_toml(path: Path) -> dict:
     if unknown:
         raise UsageError(f"--config {path}: unknown setting(s) {', '.join(sorted(unknown))}")
     _check_types(path, values)
+    _check_finite(values, f"--config {path}: ")
     return values
 
 
 def merge(flags: dict, toml: dict) -> dict:
     """Flags that were given (not None) win over the TOML file."""
-    merged = dict(toml)
-    merged.update({key: value for key, value in flags.items() if value is not None})
+    given = {key: value for key, value in flags.items() if value is not None}
+    _check_finite(given)
+    merged = dict(toml) | given
     if "bptt" in merged:  # --bptt N sets both k1 and k2 unless they are given
         merged.setdefault("k1", merged["bptt"])
         merged.setdefault("k2", merged["bptt"])
     if "time_budget" in merged:
         merged["time_budget"] = parse_duration(merged["time_budget"])
+        _check_finite({"time_budget": merged["time_budget"]})  # "9999...9h" is inf too
     return merged
 
 

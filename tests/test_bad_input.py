@@ -64,6 +64,9 @@ def work(tmp_path_factory) -> Path:
     (tmp / "wrong_type.toml").write_text('hidden-size = "big"\n')
     (tmp / "unknown.toml").write_text("layers = 3\n")
     (tmp / "broken.toml").write_text("hidden-size = = 3\n")
+    (tmp / "nan.toml").write_text("lr = nan\n")
+    (tmp / "inf.toml").write_text("epochs = inf\n")
+    (tmp / "budget.toml").write_text("time-budget = -inf\n")
     (tmp / "a_file").write_text("x")
     return tmp
 
@@ -88,6 +91,16 @@ BAD_INPUTS = [
     ([*T, "--device", "cuda"], 2, "no CUDA device"),
     ([*T, "--precision", "fp16", "--device", "cpu"], 2, "no fast path"),
     ([*T, "--tie-weights", "--embedding-dim", "4"], 2, "--tie-weights needs"),
+    ([*T, "--lr", "nan"], 2, "--lr must be a finite number, got nan"),
+    ([*T, "--clip", "inf"], 2, "--clip must be a finite number, got inf"),
+    ([*T, "--weight-decay", "-inf"], 2, "--weight-decay must be a finite number, got -inf"),
+    ([*T, "--dropout", "nan"], 2, "--dropout must be a finite number, got nan"),
+    ([*T, "--jordan-decay", "-inf"], 2, "--jordan-decay must be a finite number"),
+    ([*T, "--epochs", "inf"], 2, "--epochs must be a finite number, got inf"),
+    ([*T, "--time-budget", "9" * 400], 2, "--time-budget must be a finite number"),
+    ([*T, "--config", "{tmp}/nan.toml"], 2, "nan.toml: lr must be a finite number, got nan"),
+    ([*T, "--config", "{tmp}/inf.toml"], 2, "inf.toml: epochs must be a finite number, got inf"),
+    ([*T, "--config", "{tmp}/budget.toml"], 2, "time-budget must be a finite number, got -inf"),
     # train: files
     (["train", "--out", "{tmp}/new"], 2, "--data is required"),
     (["train", "--data", "{tmp}/missing", "--out", "{tmp}/new"], 2, "does not exist"),
@@ -116,6 +129,9 @@ BAD_INPUTS = [
     (["generate", "{tmp}/ck", "--top-p", "0"], 2, "--top-p must be in (0, 1]"),
     (["generate", "{tmp}/ck", "--top-k", "-1"], 2, "--top-k must be >= 0"),
     (["generate", "{tmp}/ck", "--temperature", "-1"], 2, "--temperature must be >= 0"),
+    (["generate", "{tmp}/ck", "--temperature", "nan"], 2, "--temperature must be"),
+    (["generate", "{tmp}/ck", "--temperature", "inf"], 2, "--temperature must be"),
+    (["generate", "{tmp}/ck", "--top-p", "nan"], 2, "--top-p must be in (0, 1]"),
     (["generate", "{tmp}/ck", "--max-tokens", "-5"], 2, "--max-tokens must be >= 0"),
     (["generate", "{tmp}/ck", "--num-samples", "0"], 2, "--num-samples >= 1"),
     (["generate", "{tmp}/ck", "--beam", "0"], 2, "--beam must be at least 1"),
