@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(temporary)
+        _pause_for_tests()
         with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -52,6 +54,22 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         ) from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+# A test hook for tests/kill_test.py: with ARLM_TEST_PAUSE_WRITE=FILE set, each write creates
+# FILE once its new file is written but not yet renamed into place, and waits until FILE is
+# removed; a SIGKILL sent meanwhile lands exactly mid-write. Unset, it costs one lookup.
+PAUSE_WRITE = "ARLM_TEST_PAUSE_WRITE"
+
+
+def _pause_for_tests() -> None:
+    """Say "mid-write" and wait, if the test hook is set (see PAUSE_WRITE)."""
+    flag = os.environ.get(PAUSE_WRITE)
+    if not flag:
+        return
+    Path(flag).touch()
+    while os.path.exists(flag):
+        time.sleep(0.001)
 
 
 def _sync_folder(folder: Path) -> None:

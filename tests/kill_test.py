@@ -3,15 +3,17 @@ load (best weights and the resume snapshot, checksums verified) and `--resume` m
 
     python -m tests.kill_test --trials 20
 
-The run saves at every update (--eval-every 1). Kills land at a random moment (start-up,
-training, evaluation, saving); every other trial waits, after its random delay, for a file
-being written beside the checkpoint and kills the run right then. tests/test_slow.py runs it
-in CI.
+The run saves at every update (--eval-every 1). Even trials kill at a random moment (start-up,
+training, evaluation, saving). Odd trials kill mid-write, every time: the run gets the test hook
+ARLM_TEST_PAUSE_WRITE (arlm/formats.py), which stops each write with its new file written but
+not yet renamed into place; the trial lets a random number of writes through, then kills the
+run at the next one. tests/test_slow.py runs it in CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import signal
 import subprocess
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from arlm import checkpoint
+from arlm.formats import PAUSE_WRITE
 
 MODEL = ["--hidden-size", "384", "--embedding-dim", "64", "--batch-size", "8", "--bptt", "16"]
 
@@ -38,6 +41,15 @@ def check(out: Path) -> int:
     return state["counters"]["step"]
 
 
+def wait_for(flag: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    """Wait until the run pauses in a write (it creates `flag`)."""
+    deadline = time.time() + seconds
+    while not flag.exists():
+        assert process.poll() is None, f"the run ended (exit {process.returncode}) unpaused"
+        assert time.time() < deadline, f"no write paused in {seconds:.0f}s"
+        time.sleep(0.001)
+
+
 def trials(count: int, seed: int, folder: Path, log=print) -> dict:
     from tests.conftest import corpus_text
 
@@ -50,22 +62,33 @@ def trials(count: int, seed: int, folder: Path, log=print) -> dict:
     )
     assert first.returncode == 0, first.stderr
     step, mid_write = check(out), 0
+    flag = folder / "mid-write"  # the hook creates it when a write pauses, and waits
     for trial in range(count):
+        paused = trial % 2 == 1
         process = subprocess.Popen(
             [sys.executable, "-m", "arlm", "train", "--resume", str(out), "--max-steps", "100000",
              "--eval-every", "1"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, PAUSE_WRITE: str(flag)} if paused else None,
         )  # fmt: skip
-        wait = rng.uniform(0.5, 4.0)
-        time.sleep(wait)
-        if trial % 2:  # every other trial: kill while a file is being written
-            deadline = time.time() + 10
-            while not list(out.glob(".*.tmp-*")) and time.time() < deadline:
-                time.sleep(0.0005)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
+        try:
+            if paused:
+                passed = rng.randrange(12)  # writes let through before the one killed
+                for _ in range(passed + 1):
+                    flag.unlink(missing_ok=True)
+                    wait_for(flag, process)
+                moment = f"at write {passed + 1}"
+            else:
+                wait = rng.uniform(0.5, 4.0)
+                time.sleep(wait)
+                moment = f"after {wait:.2f}s"
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=60)
+        flag.unlink(missing_ok=True)
         leftovers = list(out.glob(".*.tmp-*"))  # a write the kill cut short
+        assert leftovers or not paused, f"trial {trial}: killed mid-write, but no file was"
         mid_write += bool(leftovers)
         killed_at = check(out)
         assert killed_at >= step, (
@@ -77,8 +100,9 @@ def trials(count: int, seed: int, folder: Path, log=print) -> dict:
         assert step == killed_at + 1, f"trial {trial}: resumed to {step}, not {killed_at + 1}"
         assert not list(out.glob(".*.tmp-*")), "resume left a half-written file behind"
         log(
-            f"trial {trial + 1}/{count}: killed after {wait:.2f}s at step {killed_at}"
-            f"{' during a write' if leftovers else ''}; loads; resumed to step {step}"
+            f"trial {trial + 1}/{count}: killed {moment} at step {killed_at}"
+            f"{' while writing ' + leftovers[0].name if leftovers else ''}; loads; "
+            f"resumed to step {step}"
         )
     return {"trials": count, "killed_during_a_write": mid_write, "final_step": step}
 

@@ -242,6 +242,37 @@ def test_a_read_only_output_folder_fails_at_once_and_changes_nothing(ck, monkeyp
     assert files(ck) == before
 
 
+def test_the_mid_write_hook_pauses_with_the_new_file_aside_and_is_inert_unset(
+    tmp_path, monkeypatch
+):
+    """tests/kill_test.py kills runs inside this pause: the old file in place, the new aside."""
+    import threading
+
+    from arlm.formats import PAUSE_WRITE, atomic_write
+
+    target, flag = tmp_path / "file", tmp_path / "mid-write"
+    target.write_text("old")
+    monkeypatch.delenv(PAUSE_WRITE, raising=False)
+    atomic_write(target, lambda p: p.write_text("new"))  # unset: straight through
+    assert target.read_text() == "new" and not flag.exists()
+    monkeypatch.setenv(PAUSE_WRITE, str(flag))
+    writer = threading.Thread(target=atomic_write, args=(target, lambda p: p.write_text("newer")))
+    writer.start()
+    try:
+        for _ in range(5000):
+            if flag.exists():
+                break
+            writer.join(0.001)
+        assert flag.exists() and writer.is_alive()  # paused mid-write:
+        assert target.read_text() == "new"  # the old file in place
+        assert [p.read_text() for p in tmp_path.glob(".file.tmp-*")] == ["newer"]  # the new aside
+    finally:
+        flag.unlink(missing_ok=True)  # go on
+        writer.join(10)
+    assert not writer.is_alive() and target.read_text() == "newer"
+    assert not list(tmp_path.glob(".file.tmp-*"))
+
+
 def test_a_line_cut_short_in_metrics_is_skipped_and_resume_rewinds(ck):
     before = checkpoint.read_metrics(ck)
     assert max(r["step"] for r in before) == 10  # the snapshot's step

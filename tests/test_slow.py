@@ -70,7 +70,8 @@ def test_encoding_and_training_memory_do_not_grow_with_the_corpus(tmp_path):
     returncode, peak = run_measured(command, subprocess.DEVNULL, subprocess.DEVNULL)
     assert returncode == 0
     assert size > 40e6
-    assert peak < 500e6, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB corpus"
+    # a Python with torch loaded holds well over 50 MB: 0 would mean nothing was measured
+    assert 50e6 < peak < 500e6, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.0f} MB corpus"
     # training streams from the memory map too: a 60x smaller dataset, the same peak
     small = tmp_path / "small.txt"
     with open(corpus) as text:
@@ -86,6 +87,7 @@ def test_encoding_and_training_memory_do_not_grow_with_the_corpus(tmp_path):
                  "--max-steps", "40", "--eval-every", "1000"]  # fmt: skip
         returncode, peaks[name] = run_measured(train, subprocess.DEVNULL, subprocess.DEVNULL)
         assert returncode == 0
+    assert min(peaks.values()) > 50e6, {k: v / 1e6 for k, v in peaks.items()}  # measured
     assert peaks["ds"] < peaks["small-ds"] + 60e6, {k: v / 1e6 for k, v in peaks.items()}
 
 
@@ -152,4 +154,5 @@ def test_sigkill_at_20_moments_never_loses_the_checkpoint(tmp_path):
 
     summary = kill_test.trials(20, seed=0, folder=tmp_path, log=lambda line: None)
     assert summary["trials"] == 20
-    assert summary["killed_during_a_write"] >= 5  # the waiting trials did hit writes
+    # the 10 odd trials kill inside a write through arlm.formats' test hook: each one counts
+    assert summary["killed_during_a_write"] >= 10
