@@ -131,12 +131,29 @@ def beam_search(
     max_tokens: int,
     beam: int,
     stop_ids: set[int] = frozenset(),
+    length_penalty: float = 1.0,
 ) -> tuple[list[int], float]:
-    """The most likely continuation of `prompt` that beam search finds: keep the `beam` best
-    partial sequences by total log-probability at each step. Returns (ids, total log-prob).
-    A width of 1 is greedy decoding."""
+    """The most likely continuation of `prompt` that beam search finds. Returns (ids, total
+    log-prob). A width of 1 is greedy decoding.
+
+    At each step the `beam` best running texts (all of one length, so ranked by total
+    log-probability) are extended; a text that ends with a stop id leaves the beam, finished.
+    Texts of different lengths are compared by total / length**length_penalty, length being the
+    tokens generated, stop included (the form of fairseq and Hugging Face). The default 1.0
+    ranks by log-probability per token; 0 ranks by the raw total, which favours stopping early
+    since every token lowers it. (GNMT's ((5 + length) / 6)**0.6 was tuned for translation,
+    where a source sentence bounds the length; here nothing does, so the plain mean it is.)
+    """
     if beam < 1:
         raise UsageError(f"--beam must be at least 1, got {beam}")
+    if not 0 <= length_penalty < math.inf:
+        raise UsageError(
+            f"--length-penalty must be a finite number >= 0 (0: raw total), got {length_penalty}"
+        )
+
+    def normalized(total: float, length: int) -> float:
+        return total / max(length, 1) ** length_penalty
+
     was_training = model.training
     model.eval()
     try:
@@ -149,8 +166,8 @@ def beam_search(
             logits = model.initial_logits(1)
         sequences: list[list[int]] = [[]]
         scores = torch.zeros(1, device=device)
-        finished: list[tuple[list[int], float]] = []
-        for _ in range(max_tokens):
+        finished: list[tuple[float, list[int], float]] = []  # (normalized score, ids, total)
+        for length in range(1, max_tokens + 1):
             logprobs = torch.log_softmax(logits.float(), -1) + scores[:, None]  # (beams, V)
             top = logprobs.flatten().topk(min(beam, logprobs.numel()))
             vocab = logprobs.shape[-1]
@@ -161,17 +178,30 @@ def beam_search(
             scores = top.values
             state = model.select_state(state, rows)
             done = [i for i, seq in enumerate(sequences) if seq[-1] in stop_ids]
-            finished += [(sequences[i], scores[i].item()) for i in done]
+            for i in done:
+                total = scores[i].item()
+                finished.append((normalized(total, length), sequences[i], total))
             alive = [i for i in range(len(sequences)) if i not in done]
             if not alive:
                 break
             keep = torch.tensor(alive, device=device)
             sequences, scores = [sequences[i] for i in alive], scores[keep]
+            # A running text's total can only fall (log-probabilities are <= 0), but dividing
+            # by a longer length raises its score: the best any continuation can reach is its
+            # total now over the longest length, max_tokens**alpha. Below the best finished
+            # score, no running text can win.
+            best_finished = max((entry[0] for entry in finished), default=-math.inf)
+            if best_finished >= normalized(scores.max().item(), max_tokens):
+                break
             state = model.select_state(state, keep)
             logits, state = model(tokens[keep][:, None], state)
             logits = logits[:, -1]
-        finished += [(seq, score.item()) for seq, score in zip(sequences, scores, strict=True)]
-        return max(finished, key=lambda pair: pair[1])
+        finished += [
+            (normalized(t, len(seq)), seq, t)
+            for seq, t in zip(sequences, scores.tolist(), strict=True)
+        ]
+        _, ids, total = max(finished, key=lambda entry: entry[0])
+        return ids, total
     finally:
         model.train(was_training)
 

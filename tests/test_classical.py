@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from arlm import checkpoint
 from arlm.cli import app
+from arlm.errors import UsageError
 from arlm.generate_cli import load
 from arlm.models import ModelConfig, build_model
 from arlm.sample import generate
@@ -119,7 +120,7 @@ def test_ngram_state_carries_across_calls_and_survives_a_checkpoint(tmp_path):
 
 
 def test_an_order_too_long_for_the_vocabulary_is_refused():
-    with pytest.raises(checkpoint.UsageError, match="--order 6 is too long"):
+    with pytest.raises(UsageError, match="--order 6 is too long"):
         build_model(ModelConfig(kind="ngram", vocab_size=33_000, order=6))
 
 

@@ -1,7 +1,9 @@
 """Sampling and scoring: filters, exact distributions, carried state, streaming, beam, eval."""
 
+import itertools
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from arlm import data, score
+from arlm import checkpoint, data, score
 from arlm.cli import app
 from arlm.errors import UsageError
-from arlm.models import REGISTRY, ModelConfig, build_model
+from arlm.generate_cli import Sample, load
+from arlm.models import REGISTRY, ModelConfig, RecurrentLM, build_model
 from arlm.sample import Detokenizer, beam_search, filtered_probs, generate, pick
-from tests.conftest import corpus_text, make_char_dataset
+from arlm.tokenizer import Tokenizer
+from tests.conftest import corpus_text, make_char_dataset, write_config
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -83,10 +87,17 @@ def test_invalid_sampling_values_are_usage_errors(t, k, p):
         filtered_probs(LOGITS, t, k, p)
 
 
+KINDS = sorted(set(REGISTRY) | {"ngram", "hmm"})  # every kind of model, counting ones too
+
+
 def tiny(kind: str = "lstm") -> torch.nn.Module:
     torch.manual_seed(0)
     config = ModelConfig(kind=kind, vocab_size=40, embedding_dim=8, hidden_size=16, dropout=0.2)
-    return build_model(config)
+    model = build_model(config)
+    if kind == "ngram":  # counting is its training: without a text every prediction is uniform
+        rng = np.random.default_rng(0)
+        model.fit((np.arange(3000) * 7 + rng.integers(0, 5, 3000)) % 40)
+    return model
 
 
 def run(model, prompt, n, samples=1, seed=0, **kw):
@@ -95,7 +106,17 @@ def run(model, prompt, n, samples=1, seed=0, **kw):
     return torch.stack([s.ids for s in steps], 1), torch.stack([s.logprobs for s in steps], 1)
 
 
-@pytest.mark.parametrize("kind", list(REGISTRY))
+def continuation_logprob(model, prompt: list[int], ids: list[int]) -> float:
+    """log P(ids | prompt) from one pass of the model over the whole text."""
+    model.eval()
+    with torch.no_grad():
+        first = model.initial_logits(1)[:, None]  # (1, 1, V): the prediction before any token
+        logits, _ = model(torch.tensor([prompt + ids]))  # (1, T, V), T - 1 of them needed
+    rows = torch.cat([first, logits], 1)[0, len(prompt) : len(prompt) + len(ids)]
+    return torch.log_softmax(rows.double(), -1).gather(-1, torch.tensor(ids)[:, None]).sum().item()
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_one_token_at_a_time_equals_reading_the_tokens_in_one_pass(kind):
     model = tiny(kind)
     prompt = [3, 1, 4, 1, 5]
@@ -129,7 +150,7 @@ def test_empty_prompt_starts_from_the_zero_state():
     assert logprobs[0, 0].item() == pytest.approx(first.max().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("kind", list(REGISTRY))
+@pytest.mark.parametrize("kind", KINDS)
 def test_beam_of_width_one_is_greedy(kind):
     model = tiny(kind)
     greedy, logprobs = run(model, [2, 7], 15, temperature=0)
@@ -138,10 +159,96 @@ def test_beam_of_width_one_is_greedy(kind):
     assert total == pytest.approx(logprobs.sum().item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("prompt", [[], [2, 7]])
+def test_beam_returns_the_models_log_probability_of_its_text(kind, prompt):
+    model = tiny(kind)
+    for stop_ids in (set(), {0, 1, 2, 3}):  # with stops, some hypotheses finish early
+        ids, total = beam_search(model, prompt, 10, beam=4, stop_ids=stop_ids)
+        assert total == pytest.approx(continuation_logprob(model, prompt, ids), rel=1e-5)
+        assert len(ids) == 10 or ids[-1] in stop_ids
+
+
 def test_wider_beams_find_texts_at_least_as_likely():
     model = tiny("lstm")
     scores = [beam_search(model, [5], 8, beam=b)[1] for b in (1, 4, 16)]
     assert scores[0] <= scores[1] + 1e-6 and scores[1] <= scores[2] + 1e-6
+
+
+class TableLM(torch.nn.Module):
+    """A bigram model given by its table: row v is P(next | v), the last row P(first token)."""
+
+    state_batch_dims = (0,)
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.log(torch.tensor(table, dtype=torch.float64)))
+        self.calls = 0  # steps read, to see where a search stopped
+
+    def init_state(self, batch_size: int) -> tuple[torch.Tensor]:
+        return (torch.full((batch_size,), len(self.table) - 1),)
+
+    def initial_logits(self, batch_size: int) -> torch.Tensor:
+        return self.table[-1].expand(batch_size, -1)
+
+    def forward(self, ids: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
+        self.calls += 1
+        return self.table[ids], (ids[:, -1],)
+
+    select_state = RecurrentLM.select_state
+
+
+STOP, A, B = 0, 1, 2
+
+
+def test_length_normalisation_prefers_a_longer_text_that_is_likelier_per_token():
+    model = TableLM(
+        [
+            [1 / 3, 1 / 3, 1 / 3],  # after the stop: never read
+            [0.04, 0.06, 0.90],  # after a: b
+            [0.90, 0.05, 0.05],  # after b: the stop
+            [0.50, 0.40, 0.10],  # first: the stop is the likeliest token
+        ]
+    )
+    short, long = [STOP], [A, B, STOP]  # totals log 0.5 = -0.69 > log(0.4 * 0.9 * 0.9) = -1.13
+    assert beam_search(model, [], 8, beam=2, stop_ids={STOP}, length_penalty=0) == (
+        short,
+        pytest.approx(math.log(0.5)),
+    )
+    model.calls = 0
+    ids, total = beam_search(model, [], 8, beam=2, stop_ids={STOP})  # -0.38 per token
+    assert (ids, total) == (long, pytest.approx(math.log(0.4 * 0.9 * 0.9)))
+    # after 3 tokens the best running text, a a b (total -3.84), can at best reach -3.84 / 8:
+    # below -0.38, so the search stops there (2 steps read) instead of going on to 8 tokens
+    assert model.calls == 2
+
+
+def best_by_enumeration(model: TableLM, max_tokens: int, alpha: float) -> list[int]:
+    """The text of at most `max_tokens` tokens, ended by STOP or by the limit, with the best
+    total / length**alpha: every such text scored."""
+    texts = []
+    for n in range(1, max_tokens + 1):
+        for ids in itertools.product(range(3), repeat=n):
+            if STOP not in ids[:-1] and (ids[-1] == STOP or n == max_tokens):
+                texts.append(list(ids))
+    scores = [continuation_logprob(model, [], ids) / len(ids) ** alpha for ids in texts]
+    return texts[int(np.argmax(scores))]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
+def test_a_beam_wide_enough_for_every_text_finds_the_best_one(alpha):
+    """Nothing is pruned by width here, so only stopping early could lose the best text."""
+    rng = np.random.default_rng(int(alpha * 10))
+    for _ in range(20):
+        model = TableLM(rng.dirichlet(np.ones(3) * 0.7, size=4).tolist())
+        ids, _ = beam_search(model, [], 5, beam=3**5, stop_ids={STOP}, length_penalty=alpha)
+        assert ids == best_by_enumeration(model, 5, alpha)
+
+
+@pytest.mark.parametrize("alpha", [-0.5, math.nan, math.inf])
+def test_a_length_penalty_that_is_not_a_finite_non_negative_number_is_refused(alpha):
+    with pytest.raises(UsageError, match="--length-penalty"):
+        beam_search(TableLM([[0.5, 0.5]] * 3), [], 4, beam=2, length_penalty=alpha)
 
 
 @settings(max_examples=80, deadline=None)
@@ -218,10 +325,13 @@ def test_generate_is_reproducible_and_streams_only_text(trained):
         "--seed",
         "1",
     ]
-    first, second = generate_cli(*args), generate_cli(*args)
-    assert first.exit_code == 0, first.output
+    first, second, as_json = generate_cli(*args), generate_cli(*args), generate_cli(*args, "--json")
+    assert first.exit_code == 0 and as_json.exit_code == 0, first.output
     assert first.stdout == second.stdout
-    assert first.stdout.startswith("the cat") and first.stderr == ""
+    record = json.loads(as_json.stdout)
+    assert len(record["ids"]) == 60
+    # stdout holds the prompt, the 60 tokens' text and a newline: nothing else
+    assert first.stdout == "the cat" + record["text"] + "\n" and first.stderr == ""
 
 
 def test_generate_json_batch_and_stop_strings(trained):
@@ -247,6 +357,35 @@ def test_generate_json_batch_and_stop_strings(trained):
         assert record["logprob"] < 0 and record["ids"]
 
 
+def test_a_stop_string_split_across_tokens_is_never_printed(tokenizers):
+    """Each stop string straddles a token boundary, so its first part arrives a token before
+    its end: that part must be held back, then dropped, never printed."""
+    tok = tokenizers["unigram"]
+    text = "the cat sat on a mat while dogs ran after red balls"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text and len(ids) < len(text) / 2  # pieces of several characters
+    for i in range(1, len(ids) - 1):
+        boundary = len(tok.decode(ids[:i]))  # where token i starts in the text
+        stop = text[boundary - 2 : boundary + 2]
+        expected = text[: text.find(stop)]
+        sample, shown = Sample(tok, [], [stop]), ""
+        for token in ids:
+            shown += sample.add(token, 0.0)
+            assert expected.startswith(shown), (stop, shown)  # never past the stop's start
+        assert sample.stopped and shown + sample.finish() == expected
+
+
+def test_a_stop_string_across_tokens_ends_the_streamed_and_the_json_text(counted):
+    args = [counted, "--prompt", "the", "--max-tokens", "40", "--temperature", "0"]
+    text = json.loads(generate_cli(*args, "--json").stdout)["text"]
+    stop = text[6:9]  # three characters: three tokens of this character tokenizer
+    expected = text[: text.find(stop)]
+    assert expected and len(expected) < len(text) - 3  # the text goes on past the stop
+    streamed = generate_cli(*args, "--stop", stop)
+    assert streamed.exit_code == 0 and streamed.stdout == "the" + expected + "\n"
+    assert json.loads(generate_cli(*args, "--stop", stop, "--json").stdout)["text"] == expected
+
+
 def test_generate_reads_a_prompt_file_or_stdin_and_any_characters(trained, tmp_path):
     path = tmp_path / "prompt.txt"
     path.write_text("ünseen ✨ ", encoding="utf-8")
@@ -262,10 +401,38 @@ def test_generate_reads_a_prompt_file_or_stdin_and_any_characters(trained, tmp_p
     assert piped.stdout == from_file.stdout
 
 
-def test_beam_search_from_the_command_line(trained):
-    result = generate_cli(trained / "ck", "--prompt", "the", "--beam", "4", "--max-tokens", "20")
-    greedy = generate_cli(trained / "ck", "--prompt", "the", "--beam", "4", "--max-tokens", "20")
-    assert result.exit_code == 0 and result.stdout == greedy.stdout
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory) -> Path:
+    """A 4-gram checkpoint: counted in milliseconds, and it writes words, so beam search finds
+    likelier texts than greedy decoding (the tiny LSTM of `trained` only writes spaces)."""
+    root = tmp_path_factory.mktemp("counted")
+    make_char_dataset(root, 150)
+    folder = root / "ck"
+    folder.mkdir()
+    shutil.copy(root / "ds" / checkpoint.TOKENIZER, folder / checkpoint.TOKENIZER)
+    tokenizer = Tokenizer.load(folder / checkpoint.TOKENIZER)
+    model = build_model(ModelConfig(kind="ngram", vocab_size=tokenizer.vocab_size, order=4))
+    model.fit(np.array(tokenizer.encode((root / "corpus.txt").read_text(encoding="utf-8"))))
+    write_config(folder, model)
+    checkpoint.save_weights(model, folder)
+    return folder
+
+
+def test_beam_search_from_the_command_line(counted):
+    args = [counted, "--prompt", "the", "--max-tokens", "20", "--json"]
+    beam, greedy = generate_cli(*args, "--beam", "4"), generate_cli(*args, "--temperature", "0")
+    assert beam.exit_code == 0 and greedy.exit_code == 0, beam.output
+    found, first = json.loads(beam.stdout), json.loads(greedy.stdout)
+    model, _, tokenizer, _ = load(counted, "cpu")
+    prompt = tokenizer.encode("the")
+    stop_ids = {tokenizer.eos_id} if tokenizer.eos_id >= 0 else set()
+    ids, total = beam_search(model, prompt, 20, 4, stop_ids)
+    assert found["ids"] == ids and found["logprob"] == pytest.approx(total, rel=1e-6)
+    assert total == pytest.approx(continuation_logprob(model, prompt, ids), rel=1e-5)
+    assert found["logprob"] > first["logprob"]  # here beam search finds a likelier text
+    assert found["text"] == tokenizer.decode(prompt + ids)[len("the") :]
+    printed = generate_cli(*args[:-1], "--beam", "4")
+    assert printed.stdout == "the" + found["text"] + "\n"
 
 
 @pytest.mark.parametrize(
