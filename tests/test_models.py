@@ -183,12 +183,67 @@ def test_impossible_configs_are_refused(overrides, message):
         tiny(overrides.pop("kind", "lstm"), **overrides)
 
 
-def test_dropout_is_not_applied_between_time_steps():
-    """Dropout sits between layers and before the output: in eval mode it vanishes, and the
-    fused layer's own dropout is only between stacked layers (0 for one layer)."""
-    model = tiny("lstm", num_layers=1, dropout=0.5)
-    assert model.rnn.dropout == 0.0
-    assert tiny("lstm", num_layers=2, dropout=0.5).rnn.dropout == 0.5
+def first_layer_input(model, tokens: torch.Tensor) -> torch.Tensor:
+    """What the first recurrent layer reads when the model reads `tokens`: (B, T, input size)."""
+    seen = []
+    layer = model.input_proj if model.config.kind == "jordan" else model.rnn
+    hook = layer.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    with torch.no_grad():
+        model(tokens)
+    hook.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_dropout_acts_in_training_only(kind):
+    """Each training pass draws new masks; evaluation is deterministic and drops nothing."""
+    tokens = ids()
+    for dropout in (0.5, 0.0):
+        model = tiny(kind, dropout=dropout)
+        with torch.no_grad():
+            evaluated = [model(tokens)[0] for _ in range(2)]
+            model.train()
+            trained = [model(tokens)[0] for _ in range(2)]
+        assert torch.equal(*evaluated)
+        for logits in trained:
+            assert torch.equal(logits, evaluated[0]) == (dropout == 0)
+        assert torch.equal(*trained) == (dropout == 0)
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_dropout_never_touches_the_carried_state(kind):
+    """With one layer and one-hot input (nothing dropped at the input), dropout acts only before
+    the output: the state carried to the next window is the evaluation's, bit for bit, while the
+    logits differ. The fused layer's own dropout is between stacked layers only."""
+    model = tiny(kind, num_layers=1, input="one-hot", dropout=0.5)
+    tokens = ids()
+    with torch.no_grad():
+        logits, state = model(tokens)
+        model.train()
+        noisy, noisy_state = model(tokens)
+    assert not torch.equal(logits, noisy)
+    for a, b in zip(state, noisy_state, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    if kind != "jordan":
+        assert model.rnn.dropout == 0.0
+        assert tiny(kind, num_layers=2, dropout=0.5).rnn.dropout == 0.5
+
+
+@pytest.mark.parametrize("kind", list(REGISTRY))
+def test_one_hot_input_is_never_dropped(kind):
+    """Dropping an entry of a one-hot vector drops the whole token: the first layer sees exactly
+    the one-hot vectors in training, while embeddings are dropped (zeros, the rest scaled)."""
+    tokens = ids()
+    for input in ("one-hot", "embedding"):
+        model = tiny(kind, input=input, dropout=0.5).train()
+        seen = first_layer_input(model, tokens)
+        clean = model.input(tokens).detach()
+        if input == "one-hot":
+            assert torch.equal(seen, clean)
+        else:
+            kept = seen != 0
+            assert 0 < kept.float().mean() < 1
+            torch.testing.assert_close(seen[kept], 2 * clean[kept])
 
 
 @pytest.mark.parametrize("kind", list(REGISTRY))

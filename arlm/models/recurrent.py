@@ -117,6 +117,13 @@ class RecurrentLM(nn.Module):
     def init_state(self, batch_size: int) -> State:
         raise NotImplementedError
 
+    def input_vectors(self, ids: Tensor) -> Tensor:
+        """What the first layer reads: embeddings with dropout, or one-hot vectors as they are
+        (dropping the one entry of a one-hot vector would drop the whole token; the textbook
+        Elman network has no input dropout). (B, T, input_size)"""
+        x = self.input(ids)
+        return x if self.config.input == "one-hot" else self.drop(x)
+
     def select_state(self, state: State, index: Tensor) -> State:
         """The state of the batch rows `index` (in that order): for beam search and batches."""
         dims = batch_dims(self, state)
@@ -182,7 +189,7 @@ class FusedLM(RecurrentLM):
         """
         if state is None:
             state = self.init_state(ids.shape[0])
-        x = self.drop(self.input(ids))  # (B, T, E)
+        x = self.input_vectors(ids)  # (B, T, E)
         if lengths is not None:
             x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         h, new = self.rnn(x, state if len(state) > 1 else state[0])  # h: (B, T, H)
@@ -256,8 +263,10 @@ class JordanLM(RecurrentLM):
 
     Cost: the feedback of y_t needs the output layer and a softmax inside the loop over time,
     so no fused kernel applies: a Python loop of T steps, each an extra (B, V) x (V, H) product
-    for U c_t on top of the output layer that every model pays. The input products W x_t for all
-    t are taken in one matrix product before the loop; only the feedback is stepped.
+    for U c_t on top of the output layer that every model pays. Training with dropout takes the
+    output layer twice (~1.5x the arithmetic): the prediction fed back is the one without dropout,
+    which never touches a recurrent connection. The input products W x_t for all t are taken in
+    one matrix product before the loop; only the feedback is stepped.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -287,7 +296,7 @@ class JordanLM(RecurrentLM):
             state = self.init_state(ids.shape[0])
         context, upper = state
         a = self.config.jordan_decay
-        x = self.drop(self.input(ids))
+        x = self.input_vectors(ids)
         driven = self.input_proj(x)  # (B, T, H): W x_t + b for every t at once
         uppers = list(upper.unbind(0))
         steps = []
@@ -296,7 +305,9 @@ class JordanLM(RecurrentLM):
             for i, (w, u) in enumerate(zip(self.upper_input, self.upper_recurrent, strict=True)):
                 h = uppers[i] = torch.tanh(w(self.drop(h)) + u(uppers[i]))
             logits = self.output(self.drop(h))  # (B, V)
-            context = a * context + torch.softmax(logits.float(), dim=-1).to(context.dtype)
+            # the prediction fed back is the one without dropout: no noise on the recurrence
+            fed_back = self.output(h) if self.training and self.drop.p > 0 else logits
+            context = a * context + torch.softmax(fed_back.float(), dim=-1).to(context.dtype)
             steps.append(logits)
         upper = torch.stack(uppers) if uppers else upper
         return torch.stack(steps, dim=1), (context, upper)
