@@ -99,7 +99,8 @@ def generate(
     """Read `prompt` once, then yield `max_tokens` steps of `num_samples` parallel streams.
 
     The state is carried: each new token costs one recurrent step, however long the text. An
-    empty prompt starts from the all-zero state, whose logits are the output layer's bias.
+    empty prompt starts from `model.initial_logits` (for a recurrent model, the all-zero
+    state's: the output layer's bias).
     Leaves the model in the train/eval mode it found.
     """
     check_sampling(temperature, top_k, top_p)
@@ -142,7 +143,7 @@ def beam_search(
     tokens generated, stop included (the form of fairseq and Hugging Face). The default 1.0
     ranks by log-probability per token; 0 ranks by the raw total, which favours stopping early
     since every token lowers it. (GNMT's ((5 + length) / 6)**0.6 was tuned for translation,
-    where a source sentence bounds the length; here nothing does, so the plain mean it is.)
+    where the source sentence bounds the length; here nothing does, and 1.0 reads plainly.)
     """
     if beam < 1:
         raise UsageError(f"--beam must be at least 1, got {beam}")
@@ -188,8 +189,8 @@ def beam_search(
             sequences, scores = [sequences[i] for i in alive], scores[keep]
             # A running text's total can only fall (log-probabilities are <= 0), but dividing
             # by a longer length raises its score: the best any continuation can reach is its
-            # total now over the longest length, max_tokens**alpha. Below the best finished
-            # score, no running text can win.
+            # total now (<= 0) over the largest divisor, max_tokens**length_penalty. When the
+            # best running text's bound is below the best finished score, none can win.
             best_finished = max((entry[0] for entry in finished), default=-math.inf)
             if best_finished >= normalized(scores.max().item(), max_tokens):
                 break

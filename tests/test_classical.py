@@ -201,8 +201,9 @@ def test_hmm_generation_reports_the_models_log_probabilities(prompt, temperature
     np.testing.assert_allclose(logprobs, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_generation_walks_the_hidden_chain():
-    """A chain 0 -> 1 -> 2 -> 0 whose state s emits token s: generation must follow it."""
+def test_generation_follows_a_deterministic_hidden_chain():
+    """A chain 0 -> 1 -> 2 -> 0 whose state s emits token s: the prediction, and so generation
+    at any temperature, must follow it."""
     model = hmm(states=3, vocab=3)
     with torch.no_grad():
         model.transition.copy_(torch.eye(3).roll(1, dims=1) * 50)
