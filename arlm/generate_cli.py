@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -242,11 +243,11 @@ def score_loaded(
     unit = config.get("train", {}).get("sequences", "stream")
     if unit != "stream" and per_token:
         raise UsageError("--per-token is for models trained on a stream, not on --sequences")
-    windows: list | None = [] if per_token else None
+    logprobs = np.empty(len(scored.ids)) if per_token else None
     by_sequence = None if unit == "stream" else (unit, tokenizer)
-    figures = score.score(model, scored, device, precision, windows, by_sequence)
+    figures = score.score(model, scored, device, precision, logprobs, by_sequence)
     if per_token:
-        score.write_per_token(per_token, tokenizer, scored.ids, windows)
+        score.write_per_token(per_token, tokenizer, scored.ids, logprobs)
     return figures
 
 

@@ -69,41 +69,48 @@ def score(
     text: Text,
     device: torch.device,
     precision: torch.dtype,
-    per_token: list[np.ndarray] | None = None,
+    logprobs: np.ndarray | None = None,
     by_sequence: tuple[str, Tokenizer] | None = None,
 ) -> dict:
-    """The figures of `text`. Bits per byte and per character spread the mean loss over every
-    token of the text (the few that `evaluate` leaves unscored are taken to cost the mean)."""
-    if len(text.ids) < 2:
-        raise UsageError("the text is too short to score: it needs at least two tokens")
-    if by_sequence:  # as the model trained: each line (or document) on its own, </s> at its end
+    """The figures of `text`: every token scored once, with all the text before it.
+
+    `tokens` is the number of targets scored: len(text.ids) for a stream. A model trained on
+    --sequences reads each line (or document) on its own and predicts `</s>` at its end, which
+    stands for the newline that ends a line, or the blank line (two newlines) that ends a
+    document; the newlines of blank lines (lines), and those past the first two of a run
+    (documents), are predicted by nothing, so their bytes and characters are left out of bits
+    per byte and per character. Adding blank lines then changes no figure, and figures compare
+    with stream models, which predict every newline. With `logprobs` (len(text.ids) floats, for
+    a stream), writes each token's log-probability at its position.
+    """
+    if len(text.ids) == 0:
+        raise UsageError("the text to score is empty: give some text")
+    unscored = 0  # newlines that no target predicts (one byte, one character each)
+    if by_sequence:
         unit, tokenizer = by_sequence
         pieces = seqs.split(text.ids, tokenizer.newline_id, unit)
         with autocast(device, precision):
             loss, count = seqs.evaluate(model, pieces, tokenizer.bos_id, tokenizer.eos_id, device)
+        unscored = seqs.unscored_newlines(text.ids, tokenizer.newline_id, unit)
     else:
-        loss, _ = evaluate(model, text.ids, device, precision, per_token=per_token)
-        count = len(text.ids)
+        loss, count = evaluate(model, text.ids, device, precision, logprobs=logprobs)
     total_bits = loss * count / LN2
     return {
-        "tokens": len(text.ids),
+        "tokens": count,
         "loss": loss,
         "perplexity": math.exp(min(loss, 700)),
-        "bits_per_byte": total_bits / text.bytes,
-        "bits_per_char": total_bits / text.chars,
+        "bits_per_byte": total_bits / (text.bytes - unscored),
+        "bits_per_char": total_bits / (text.chars - unscored),
     }
 
 
-def write_per_token(path: Path, tokenizer: Tokenizer, ids: np.ndarray, windows: list) -> None:
-    """Each scored token, in text order, with its log-probability (TSV)."""
-    logprobs = np.concatenate(windows, axis=1)  # (B, L): row b is a stretch of text
-    streams, length = logprobs.shape
+def write_per_token(
+    path: Path, tokenizer: Tokenizer, ids: np.ndarray, logprobs: np.ndarray
+) -> None:
+    """Every token of the text, in order, with its log-probability (TSV)."""
     lines = ["position\tid\tpiece\tlogprob\n"]
-    for b in range(streams):
-        for t in range(length):
-            position = b * length + t + 1  # the first id is context, never a target
-            token = int(ids[position])
-            piece = tokenizer.sp.id_to_piece(token).replace("\t", "\\t").replace("\n", "\\n")
-            lines.append(f"{position}\t{token}\t{piece}\t{logprobs[b, t]:.6f}\n")
+    for position, (token, logprob) in enumerate(zip(ids.tolist(), logprobs.tolist(), strict=True)):
+        piece = tokenizer.sp.id_to_piece(token).replace("\t", "\\t").replace("\n", "\\n")
+        lines.append(f"{position}\t{token}\t{piece}\t{logprob:.6f}\n")
     text = "".join(lines)
     atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))

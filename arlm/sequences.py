@@ -28,9 +28,30 @@ PADDINGS = ("pre", "post")
 IGNORE = -100  # the target of a pad: cross_entropy skips it
 
 
+SEPARATOR = {"lines": 1, "documents": 2}  # the newlines that end a sequence: what </s> stands for
+
+
 def split(ids: np.ndarray, newline: int, unit: str) -> list[np.ndarray]:
     """The sequences of a token stream: cut at each newline (`lines`) or at each run of two or
     more (`documents`). The newlines themselves are left out; empty sequences are dropped."""
+    return [piece for piece, _ in _pieces(ids, newline, unit) if _kept(piece, newline, unit)]
+
+
+def unscored_newlines(ids: np.ndarray, newline: int, unit: str) -> int:
+    """The newlines of `ids` that no target of its sequences stands for: the `</s>` of a
+    sequence stands for the SEPARATOR newlines after it (none at the end of the text), a
+    document's single newlines are its own tokens, and the rest (blank lines in `lines`,
+    newlines past two in a row in `documents`) are predicted by nothing."""
+    predicted = sum(
+        int((piece == newline).sum()) + min(after, SEPARATOR[unit])
+        for piece, after in _pieces(ids, newline, unit)
+        if _kept(piece, newline, unit)
+    )
+    return int((np.asarray(ids) == newline).sum()) - predicted
+
+
+def _pieces(ids: np.ndarray, newline: int, unit: str) -> list[tuple[np.ndarray, int]]:
+    """The stretches of the stream between cuts, each with the newlines of the cut after it."""
     if unit not in UNITS:
         raise UsageError(f"--sequences must be stream, lines or documents, got {unit!r}")
     ids = np.asarray(ids)
@@ -42,12 +63,15 @@ def split(ids: np.ndarray, newline: int, unit: str) -> list[np.ndarray]:
         cuts = [(b, b) for b in breaks]
     pieces, start = [], 0
     for first, last in cuts:
-        pieces.append(ids[start:first])
+        pieces.append((ids[start:first], last - first + 1))
         start = last + 1
-    pieces.append(ids[start:])
-    if unit == "documents":  # single newlines inside a document are kept
-        return [p for p in pieces if len(p) and (p != newline).any()]
-    return [p for p in pieces if len(p)]
+    pieces.append((ids[start:], 0))
+    return pieces
+
+
+def _kept(piece: np.ndarray, newline: int, unit: str) -> bool:
+    """Empty stretches are no sequence, nor, for documents, stretches of single newlines only."""
+    return len(piece) > 0 and (unit == "lines" or bool((piece != newline).any()))
 
 
 def truncate(sequences: list[np.ndarray], max_length: int | None) -> tuple[list, int]:

@@ -189,8 +189,16 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 
 # -- evaluation -------------------------------------------------------------------------------
 
-EVAL_STREAMS = 16
-EVAL_WINDOW = 256
+EVAL_STREAMS = 16  # rows of a long text read in parallel, at most
+EVAL_WINDOW = 256  # tokens of each row per forward pass
+EVAL_ROW = 4096  # the shortest row: a text under two rows' worth is read as one exact stream
+# Tokens read, unscored, before a row that starts mid-text. The n-gram's state is its last
+# order - 1 tokens (at most 61, as base ** order < 2 ** 62), so it starts such a row exactly.
+# For the recurrent nets and the HMM the state after 512 tokens stands in for the whole text
+# before it: TBPTT teaches dependencies over k2 tokens (64 by default) and the state forgets
+# where it started within a few hundred; on WikiText-2's 217k validation tokens (16 rows) the
+# burn-in reads 4% more.
+EVAL_BURN_IN = 512
 
 
 @torch.no_grad()
@@ -200,35 +208,95 @@ def evaluate(
     device: torch.device | None = None,
     precision: torch.dtype = torch.float32,
     streams: int = EVAL_STREAMS,
-    per_token: list[np.ndarray] | None = None,
+    logprobs: np.ndarray | None = None,
 ) -> tuple[float, int]:
-    """Mean loss in nats per token over `ids`, read as `streams` parallel rows with the state
-    carried from window to window (as training reads). Returns (mean loss, tokens scored).
+    """Mean loss in nats per token over every token of `ids`, each predicted from the text
+    before it. Returns (mean loss, tokens scored), and the tokens scored are len(ids).
 
-    The first id of each row is context only, and a ragged tail shorter than `streams` ids is
-    dropped. With `per_token`, appends each window's (B, T) target log-probabilities: joined
-    along T and read row by row, they follow the text from its second token on.
+    The first token is scored from the initial state (`initial_logits`), the others with the
+    state carried along the text. A long text is read as up to `streams` rows of at least
+    EVAL_ROW targets in parallel; a row that starts mid-text first reads the EVAL_BURN_IN tokens
+    before it, unscored, and the tail (fewer tokens than rows) continues the last row:
+
+        t0       from initial_logits
+        row 0    t1 ..... tL               from the initial state
+        row 1    [burn-in] tL+1 ..... t2L
+        ...
+        tail                        ... tn-1   the last row's state, carried on
+
+    With `logprobs` (len(ids) floats), writes each token's log-probability at its position.
     """
     device = device or device_of(model)
-    if len(ids) < 2:
-        raise UsageError("the evaluation text is too short: it needs at least two tokens")
-    streams = max(1, min(streams, (len(ids) - 1) // 8))
-    rows = batchify(ids, streams)
+    if len(ids) < 1:
+        raise UsageError("the text to score is empty: give at least one token")
+    rows = max(1, min(streams, (len(ids) - 1) // EVAL_ROW))
+    length = (len(ids) - 1) // rows  # targets per row; the first one is ids[1]
     was_training = model.training
     model.eval()
-    total, count, state = 0.0, 0, None
     try:
-        for window in windows(rows, EVAL_WINDOW):
-            inputs, targets = _to_device(window, device)
-            with autocast(device, precision):
-                losses, state = _window_losses(model, inputs, targets, state)
-            total += losses.sum().item()
-            count += targets.numel()
-            if per_token is not None:
-                per_token.append(-losses.view(targets.shape).cpu().numpy())
+        with autocast(device, precision):
+            logits = model.initial_logits(1).to(device)
+        first = torch.tensor([int(ids[0])], device=device)
+        parts = [F.cross_entropy(logits.float(), first, reduction="none")]
+        if length > 0:
+            state, grid = _row_states(model, ids, rows, length, device, precision), []
+            for window in windows(batchify(ids[: rows * length + 1], rows), EVAL_WINDOW):
+                losses, state = _scored(
+                    model, window.inputs, window.targets, state, device, precision
+                )
+                grid.append(losses)
+            parts.append(torch.cat(grid, dim=1).flatten())  # read row by row: text order
+            tail = np.asarray(ids[rows * length :], dtype=np.int64)
+            if len(tail) > 1:  # fewer targets than rows: the last row reads on to the end
+                index = torch.tensor([rows - 1], device=state[0].device)
+                last = model.select_state(state, index)
+                losses, _ = _scored(model, tail[None, :-1], tail[None, 1:], last, device, precision)
+                parts.append(losses.flatten())
+        scored = torch.cat([part.float() for part in parts]).cpu()
     finally:
         model.train(was_training)
-    return total / count, count
+    if logprobs is not None:
+        logprobs[:] = -scored.numpy()
+    return scored.double().mean().item(), len(scored)
+
+
+def _row_states(
+    model: RecurrentLM, ids: np.ndarray, rows: int, length: int, device, precision
+) -> State:
+    """The state each row starts from: the initial one for row 0, the state after reading the
+    EVAL_BURN_IN tokens before it for every other row (a row is longer than the burn-in)."""
+    state = model.init_state(1)
+    if rows == 1:
+        return state
+    burn = np.stack([ids[r * length - EVAL_BURN_IN : r * length] for r in range(1, rows)])
+    later = model.init_state(rows - 1)
+    for start in range(0, EVAL_BURN_IN, EVAL_WINDOW):  # a window at a time: bounded memory
+        inputs = torch.from_numpy(burn[:, start : start + EVAL_WINDOW].astype(np.int64))
+        with autocast(device, precision):
+            if hasattr(model, "features"):  # the state alone: no output layer
+                later = model.features(inputs.to(device), later)[1]
+            else:
+                later = model(inputs.to(device), later)[1]
+    dims = batch_dims(model, state)
+    return tuple(
+        torch.cat([s.to(t.dtype), t], dim=d) for s, t, d in zip(state, later, dims, strict=True)
+    )
+
+
+def _scored(
+    model: RecurrentLM,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    state: State,
+    device: torch.device,
+    precision: torch.dtype,
+) -> tuple[torch.Tensor, State]:
+    """The (B, T) losses of the targets of a stretch of rows, and the state at its end."""
+    inputs = torch.as_tensor(inputs, device=device)
+    targets = torch.as_tensor(targets, device=device)
+    with autocast(device, precision):
+        losses, state = _window_losses(model, inputs, targets, state)
+    return losses.view(targets.shape), state
 
 
 def _window_losses(
@@ -398,7 +466,8 @@ class Trainer:
         self.specials = specials
         cut = lambda ids: seqs.split(ids, specials["newline"], c.sequences)  # noqa: E731
         self.train_sequences, truncated = seqs.truncate(cut(train_ids), c.max_length)
-        self.val_sequences, _ = seqs.truncate(cut(val_ids), c.max_length)
+        self.val_sequences = cut(val_ids)  # all of it, as `arlm eval` scores: never cut
+        self.val_unscored = seqs.unscored_newlines(val_ids, specials["newline"], c.sequences)
         if not self.train_sequences or not self.val_sequences:
             raise UsageError(f"the dataset holds no {c.sequences} to train or validate on")
         self.lengths = np.array([len(s) for s in self.train_sequences])
@@ -619,17 +688,20 @@ class Trainer:
             return self.base(inputs, state)
 
     def evaluate(self) -> EvalRecord:
+        """The validation figures, computed as `arlm eval` computes them (arlm.score)."""
         started = time.perf_counter()
+        val_bytes = round(self.val_bytes_per_token * len(self.val_ids))
         if self.by_sequence:
             s = self.specials
             with autocast(self.device, self.precision):
-                loss, _ = seqs.evaluate(
+                loss, count = seqs.evaluate(
                     self.model, self.val_sequences, s["bos"], s["eos"], self.device
                 )
+            val_bytes -= self.val_unscored  # newlines no target predicts (see score.score)
         elif self.world.main:  # with several processes, rank 0 evaluates and tells the rest
-            loss, _ = evaluate(self.model, self.val_ids, self.device, self.precision)
+            loss, count = evaluate(self.model, self.val_ids, self.device, self.precision)
         else:
-            loss = 0.0
+            loss, count = 0.0, len(self.val_ids)
         loss = share(self.world, loss)
         self.elapsed += time.perf_counter() - started
         self.evaluated_at = self.step
@@ -645,7 +717,7 @@ class Trainer:
             self.tokens,
             loss,
             math.exp(min(loss, 50)),
-            loss / LN2 / self.val_bytes_per_token,
+            loss * count / LN2 / val_bytes,
             best,
             self.elapsed,
         )
