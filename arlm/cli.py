@@ -437,9 +437,9 @@ def compare(
         Path,
         typer.Option("--data", help="The text every model is scored on (a file or dataset)."),
     ],
-    plot: Annotated[Path | None, typer.Option(help="Bar chart of bits per byte (PNG).")] = Path(
-        "compare.png"
-    ),
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw bits per byte as a bar chart in this PNG file.")
+    ] = None,
     device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
     json_output: Annotated[
         bool, typer.Option("--json", help="The rows as JSON on stdout.")
@@ -462,9 +462,9 @@ def diagnose(
     ],
     max_distance: Annotated[int, typer.Option(help="K: how many steps back.")] = 50,
     windows: Annotated[int, typer.Option(help="Windows averaged over.")] = 64,
-    plot: Annotated[Path | None, typer.Option(help="Log-scale plot of all curves (PNG).")] = Path(
-        "diagnose.png"
-    ),
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw all curves, log scale, in this PNG file.")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="The curves as JSON.")] = False,
 ) -> None:
     """The vanishing-gradient probe: how much the prediction of a token depends on the input

@@ -1,4 +1,5 @@
-"""`arlm compare`: several checkpoints scored on the same text, as a table and a bar chart."""
+"""`arlm compare`: several checkpoints scored on the same text, as a table (and a bar chart with
+--plot)."""
 
 from __future__ import annotations
 

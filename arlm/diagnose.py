@@ -55,7 +55,7 @@ def gradient_by_distance(
 
 
 def run_diagnose(options: dict, console) -> None:
-    """The probe for each checkpoint: a table on stdout and one log-scale plot."""
+    """The probe for each checkpoint: a table on stdout (and one log-scale plot with --plot)."""
     import json
     import sys
     from pathlib import Path

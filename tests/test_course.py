@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arlm import embed
+from arlm import embed, score
 from arlm.diagnose import gradient_by_distance
+from arlm.generate_cli import load
 from arlm.models import ModelConfig, build_model
 from tests.conftest import make_char_dataset, run_arlm
 
@@ -56,8 +57,27 @@ def test_compare_scores_every_checkpoint_as_eval_does(ladder, tmp_path):
         assert row["bits_per_byte"] == pytest.approx(alone["bits_per_byte"], rel=1e-9)
         assert row["parameters"] > 0 and row["training_tokens"] > 0
     assert plot.read_bytes()[:4] == b"\x89PNG"
-    table = run_arlm("compare", *(ladder / n for n in names), "--data", ladder / "ds", "--plot", "")
+    table = run_arlm("compare", *(ladder / n for n in names), "--data", ladder / "ds")
     assert table.code == 0 and "ngram N=3" in table.stdout and "bits/byte" in table.stdout
+
+
+def test_compare_and_diagnose_draw_nothing_unless_asked(ladder, tmp_path, monkeypatch):
+    """Without --plot no picture is written, and a compare.png or diagnose.png of the user's in
+    the current folder keeps its bytes (--json or not)."""
+    monkeypatch.chdir(tmp_path)
+    mine = {"compare.png": b"my own chart", "diagnose.png": b"my own probe"}
+    for name, content in mine.items():
+        (tmp_path / name).write_bytes(content)
+    data = ["--data", ladder / "ds"]
+    for args in (
+        ["compare", ladder / "ngram", *data],
+        ["compare", ladder / "ngram", *data, "--json"],
+        ["diagnose", ladder / "elman", *data, "--max-distance", "3", "--windows", "2"],
+        ["diagnose", ladder / "elman", *data, "--max-distance", "3", "--windows", "2", "--json"],
+    ):
+        result = run_arlm(*args)
+        assert result.code == 0, result.stderr
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == mine, args
 
 
 def test_compare_refuses_a_folder_that_is_no_checkpoint_before_scoring(ladder):
@@ -106,15 +126,15 @@ def test_diagnose_overlays_checkpoints_and_refuses_counting_models(ladder, tmp_p
     assert result.code == 0, result.stderr
     assert "elman 2x16" in result.stdout and "lstm 2x16" in result.stdout
     assert plot.read_bytes()[:4] == b"\x89PNG"
-    curves = json.loads(
-        run_arlm(
-            "diagnose", ladder / "elman", "--data", ladder / "ds", "--max-distance", "5",
-            "--plot", "", "--json",
-        ).stdout
-    )  # fmt: skip
-    (curve,) = curves.values()
-    assert len(curve) == 6 and all(v >= 0 for v in curve)
-    refused = run_arlm("diagnose", ladder / "ngram", "--data", ladder / "ds", "--plot", "")
+    probe = ["diagnose", ladder / "elman", "--data", ladder / "ds", "--max-distance", "5"]
+    (curve,) = json.loads(run_arlm(*probe, "--json").stdout).values()
+    # the command's curve is the probe on the checkpoint's model and the dataset's text
+    model, _, tokenizer, _ = load(ladder / "elman", "cpu")
+    ids = np.asarray(score.text_from_path(tokenizer, ladder / "ds").ids)
+    np.testing.assert_allclose(curve, gradient_by_distance(model, ids, 5), rtol=1e-6)
+    # and an Elman network's gradient reaches back, fading: positive at every k, k = 0 largest
+    assert len(curve) == 6 and min(curve) > 0 and curve[0] == max(curve)
+    refused = run_arlm("diagnose", ladder / "ngram", "--data", ladder / "ds")
     assert refused.code == 2 and "no input layer" in refused.stderr
 
 
