@@ -15,7 +15,15 @@ from arlm import checkpoint, data, settings
 from arlm.cli import app
 from arlm.errors import UsageError
 from arlm.models import REGISTRY, ModelConfig, build_model, detach
-from arlm.train import StepRecord, TrainConfig, Trainer, evaluate, tbptt_loss
+from arlm.train import (
+    RollbackRecord,
+    StepRecord,
+    StopRecord,
+    TrainConfig,
+    Trainer,
+    evaluate,
+    tbptt_loss,
+)
 from tests.conftest import corpus_text, make_char_dataset, write_config
 
 torch.set_num_threads(1)
@@ -177,6 +185,125 @@ def test_state_is_reset_at_each_pass_and_lr_follows_warmup_then_cosine():
     assert [r.lr for r in records] == pytest.approx([expected(i) for i in range(30)], rel=1e-12)
     assert [g["lr"] for g in trainer.optimizer.param_groups] == [records[-1].lr] * 2  # applied
     assert trainer.learning_rate() == pytest.approx(1e-3)  # min_lr_ratio at the end
+
+
+@pytest.mark.parametrize(("epochs", "steps"), [(2, 24), (1.5, 18), (0.25, 3)])
+def test_epochs_stop_at_the_first_update_that_completes_them(epochs, steps):
+    """12 updates of 16 columns a pass over 179: 1.5 passes end in the 6th update of the
+    second (6 * 16 >= 0.5 * 179 > 5 * 16), a quarter in the 3rd of the first."""
+    trainer = trainer_for("gru", steps=None, epochs=epochs)
+    records = list(trainer.run())
+    assert records[-1] == StopRecord(steps, "epochs")
+    updates = [r for r in records if isinstance(r, StepRecord)]
+    assert [r.epoch for r in updates] == [i // 12 for i in range(steps)]
+    passes = [r.epoch + (16 * (i % 12 + 1)) / 179 for i, r in enumerate(updates)]
+    assert passes[-1] >= epochs > passes[-2]
+    # the cosine follows the passes: progress is the fraction of --epochs done
+    assert [r.progress for r in updates] == pytest.approx([min(1, p / epochs) for p in passes])
+
+
+def test_time_budget_stops_when_the_training_time_is_spent(monkeypatch):
+    """A clock that moves half a second at each reading: each update takes 0.5 s."""
+    import types
+
+    from arlm import train as train_module
+
+    clock = iter(range(10**6))
+    fake = types.SimpleNamespace(perf_counter=lambda: next(clock) / 2)
+    monkeypatch.setattr(train_module, "time", fake)
+    trainer = trainer_for("gru", steps=None, time_budget=5.0, warmup_steps=0)
+    records = list(trainer.run())
+    assert records[-1] == StopRecord(10, "time budget")  # 10 updates of 0.5 s
+    updates = [r for r in records if isinstance(r, StepRecord)]
+    assert [r.elapsed for r in updates] == [0.5 * (i + 1) for i in range(10)]
+    assert [r.progress for r in updates] == pytest.approx([0.1 * (i + 1) for i in range(10)])
+
+
+def first_update(**config) -> tuple[StepRecord, list[torch.Tensor]]:
+    """The record of one plain SGD update (lr 1: no momentum, decay or warmup) and the
+    gradients it applied (the weights' change)."""
+    trainer = trainer_for(
+        "gru", steps=1, optimizer="sgd", lr=1.0, weight_decay=0.0, warmup_steps=0, **config
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    record = next(r for r in trainer.run() if isinstance(r, StepRecord))
+    return record, [b - p.detach() for b, p in zip(before, trainer.model.parameters(), strict=True)]
+
+
+def raw_gradients() -> list[torch.Tensor]:
+    """The gradients of the first window of `trainer_for`, computed here from its definition."""
+    model = tiny_model("gru", hidden_size=32)
+    text = np.array(([1, 5, 2, 9, 3, 3, 7, 0, 4, 6, 8, 2] * 60), dtype=np.uint16)
+    tokens = torch.from_numpy(np.asarray(data.batchify(text, 4)[:, :17], dtype=np.int64))
+    logits, _ = model(tokens[:, :16])
+    F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+    return grads(model)
+
+
+def test_clipping_scales_long_gradients_to_the_limit_and_leaves_short_ones():
+    raw = raw_gradients()
+    norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in raw])).item()
+    for clip, factor in [(norm / 2, 0.5), (norm / 10, 0.1), (2 * norm, 1.0), (0, 1.0)]:
+        record, applied = first_update(clip=clip)
+        assert record.grad_norm == pytest.approx(norm, rel=1e-5)  # measured before clipping
+        assert record.clipped == (factor < 1), clip
+        for a, g in zip(applied, raw, strict=True):
+            torch.testing.assert_close(a, g * factor, rtol=1e-4, atol=1e-6, msg=f"clip {clip}")
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("kind", [*REGISTRY, "hmm"])
+def test_weight_decay_shrinks_matrices_only(kind, optimizer):
+    """With zero gradients an update is weight decay alone: w <- w (1 - lr * decay) for the
+    matrices (embeddings, weights), nothing for biases and other vectors (the HMM's start)."""
+    trainer = trainer_for(kind, steps=1, optimizer=optimizer, weight_decay=0.1, lr=0.5)
+    named = dict(trainer.model.named_parameters())
+    grouped = [id(p) for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(map(id, named.values()))  # each parameter exactly once
+    before = {name: p.detach().clone() for name, p in named.items()}
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 0.5
+    for p in named.values():
+        p.grad = torch.zeros_like(p)
+    trainer.optimizer.step()
+    decayed = {name for name, p in named.items() if not torch.equal(p, before[name])}
+    assert decayed == {name for name, p in named.items() if p.dim() >= 2}
+    assert not any("bias" in name for name in decayed)
+    assert "input.weight" in decayed or kind == "hmm"  # the embedding table is a matrix
+    for name in decayed:
+        torch.testing.assert_close(named[name], before[name] * (1 - 0.5 * 0.1))
+
+
+def test_the_fp16_loss_scaler_changes_nothing_but_skips_overflowing_updates():
+    """The scaler multiplies the loss by a power of two and divides the gradients back before
+    clipping: the same updates bit for bit. A CPU has no fast fp16 (the trainer refuses it
+    there), so the scaler is turned on by hand, as --precision fp16 does on a GPU."""
+    plain = fit("gru", steps=6, clip=0.05)  # a clip that fires: after unscaling, or it differs
+    scaled = trainer_for("gru", steps=6, clip=0.05)
+    scaled.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**14)
+    records = [r for r in scaled.run() if isinstance(r, StepRecord)]
+    assert all(r.clipped for r in records)
+    for a, b in zip(plain.model.parameters(), scaled.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert scaled.scaler.get_scale() == 2.0**14  # no overflow, no change
+    # an overflow in the backward pass (fp16 autocast, as on a GPU): the scaler skips that
+    # update and halves its scale; the trainer neither counts it as bad nor rolls back
+    scaled.precision, scaled.config.max_steps = torch.float16, 9
+    before = [p.detach().clone() for p in scaled.model.parameters()]
+    hook = next(scaled.model.parameters()).register_hook(lambda g: g * math.inf)
+    steps = scaled.run()
+    record = next(steps)
+    hook.remove()
+    assert isinstance(record, StepRecord) and record.step == 7
+    assert not math.isfinite(record.grad_norm) and math.isfinite(record.loss)
+    assert all(torch.equal(a, b) for a, b in zip(before, scaled.model.parameters(), strict=True))
+    assert scaled.scaler.get_scale() == 2.0**13 and scaled.bad_steps == 0
+    rest = [r for r in steps if isinstance(r, (StepRecord, RollbackRecord))]
+    assert [r.step for r in rest] == [8, 9] and all(math.isfinite(r.grad_norm) for r in rest)
+    assert all(torch.isfinite(p).all() for p in scaled.model.parameters())
+    assert not all(
+        torch.equal(a, b) for a, b in zip(before, scaled.model.parameters(), strict=True)
+    )
 
 
 def test_save_then_load_gives_identical_logits(tmp_path):
