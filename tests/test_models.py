@@ -6,24 +6,29 @@ import pytest
 import torch
 from torch import nn
 
-from arlm.models import REGISTRY, ModelConfig, build_model, recurrent
+from arlm.models import KINDS, REGISTRY, ModelConfig, build_model, recurrent
 from arlm.models.recurrent import OneHot
 
 torch.set_num_threads(1)
 VOCAB = 23
 
 
-def tiny(kind: str, **overrides) -> nn.Module:
-    torch.manual_seed(0)
-    options = dict(
-        kind=kind, vocab_size=VOCAB, embedding_dim=8, hidden_size=12, num_layers=2, dropout=0.0
-    )
-    options.update(overrides)
-    return build_model(ModelConfig(**options)).eval()
-
-
 def ids(batch: int = 3, steps: int = 9, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, steps), generator=torch.Generator().manual_seed(seed))
+
+
+def tiny(kind: str, **overrides) -> nn.Module:
+    """A small model of `kind`, in evaluation mode; an n-gram model has counted a short text."""
+    torch.manual_seed(0)
+    options = dict(
+        kind=kind, vocab_size=VOCAB, embedding_dim=8, hidden_size=12, num_layers=2, dropout=0.0,
+        states=5,
+    )  # fmt: skip
+    options.update(overrides)
+    model = build_model(ModelConfig(**options))
+    if kind == "ngram":
+        model.fit(ids(batch=1, steps=300, seed=7)[0].numpy())
+    return model.eval()
 
 
 def reference_fused(model, tokens: torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,7 @@ def test_jordan_step_loop_equals_the_equations(layers):
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", list(REGISTRY))
+@pytest.mark.parametrize("kind", KINDS)
 def test_two_windows_with_carried_state_equal_one_long_pass(kind):
     model = tiny(kind)
     tokens = ids(steps=12)
@@ -111,7 +116,7 @@ def test_two_windows_with_carried_state_equal_one_long_pass(kind):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", list(REGISTRY))
+@pytest.mark.parametrize("kind", KINDS)
 def test_one_token_at_a_time_equals_one_pass(kind):
     model = tiny(kind)
     tokens = ids(steps=7)
@@ -124,13 +129,46 @@ def test_one_token_at_a_time_equals_one_pass(kind):
     torch.testing.assert_close(torch.cat(steps, dim=1), whole, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", list(REGISTRY))
+@pytest.mark.parametrize("kind", KINDS)
 def test_interface_shapes_and_state_is_a_tuple_of_tensors(kind):
     model = tiny(kind)
     logits, state = model(ids(batch=4, steps=6))
     assert logits.shape == (4, 6, VOCAB)
     assert isinstance(state, tuple) and all(isinstance(s, torch.Tensor) for s in state)
     assert [s.shape for s in model.init_state(4)] == [s.shape for s in state]
+    assert model.initial_logits(4).shape == (4, VOCAB)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_select_state_gives_the_state_of_those_rows(kind):
+    """The state of rows `index` of a batch is the state of a batch of those rows alone, and
+    the model carries on from it the same way."""
+    model = tiny(kind)
+    tokens, index = ids(batch=4, steps=6), torch.tensor([2, 0, 2])
+    with torch.no_grad():
+        _, state = model(tokens[:, :4])
+        selected = model.select_state(state, index)
+        _, alone = model(tokens[index, :4])
+        for a, b in zip(selected, alone, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        after, _ = model(tokens[index, 4:], selected)
+        expected, _ = model(tokens[index])
+    torch.testing.assert_close(after, expected[:, 4:], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_then_load_gives_identical_logits(kind, tmp_path):
+    from arlm import checkpoint
+    from tests.conftest import write_config
+
+    model = tiny(kind)
+    write_config(tmp_path, model)
+    checkpoint.save_weights(model, tmp_path, checkpoint.BEST)
+    loaded, _ = checkpoint.load(tmp_path)
+    tokens = ids()
+    with torch.no_grad():
+        assert torch.equal(model(tokens)[0], loaded.eval()(tokens)[0])
+        assert torch.equal(model.initial_logits(2), loaded.initial_logits(2))
 
 
 def test_one_hot_input_is_an_embedding_with_the_identity_matrix():
@@ -246,8 +284,12 @@ def test_one_hot_input_is_never_dropped(kind):
             torch.testing.assert_close(seen[kept], 2 * clean[kept])
 
 
-@pytest.mark.parametrize("kind", list(REGISTRY))
-@pytest.mark.parametrize("options", [{}, {"input": "one-hot"}, {"nonlinearity": "relu"}])
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [pytest.param(kind, {}, id=kind) for kind in KINDS]
+    + [pytest.param(kind, {"input": "one-hot"}, id=f"{kind}-one-hot") for kind in REGISTRY]
+    + [pytest.param(kind, {"nonlinearity": "relu"}, id=f"{kind}-relu") for kind in REGISTRY],
+)
 def test_generation_stepper_equals_the_model(kind, options):
     model = tiny(kind, **options)
     tokens = ids(steps=6)

@@ -1,6 +1,7 @@
 """Language models: the recurrent family behind one interface (see recurrent.py)."""
 
 from arlm.models.recurrent import (
+    KINDS,
     REGISTRY,
     ModelConfig,
     RecurrentLM,
@@ -13,6 +14,7 @@ from arlm.models.recurrent import (
 )
 
 __all__ = [
+    "KINDS",
     "REGISTRY",
     "ModelConfig",
     "RecurrentLM",

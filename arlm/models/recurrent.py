@@ -412,6 +412,7 @@ REGISTRY: dict[str, type[RecurrentLM]] = {
     "gru": GRULM,
     "jordan": JordanLM,
 }
+KINDS = (*REGISTRY, "ngram", "hmm")  # every kind build_model knows, the classical ones included
 
 
 def build_model(config: ModelConfig) -> RecurrentLM:
