@@ -33,7 +33,7 @@ class ModelConfig:
     embedding_dim: int = 128
     hidden_size: int = 256
     num_layers: int = 2
-    dropout: float = 0.1  # between layers and before the output, never on recurrent connections
+    dropout: float = 0.1  # on embeddings, between layers, before the output; never recurrent
     tie_weights: bool = False  # share the input embedding with the output layer
     input: str = "embedding"  # embedding | one-hot
     nonlinearity: str = "tanh"  # elman only: tanh | relu
