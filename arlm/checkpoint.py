@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from arlm.data import DATASET_FILES
-from arlm.errors import ArlmError, UsageError
+from arlm.errors import ArlmError
 from arlm.formats import atomic_write, read_versioned
 from arlm.models import ModelConfig, RecurrentLM, all_finite, build_model
 
@@ -208,7 +208,7 @@ def read_config(folder: Path) -> dict:
     """config.json of a checkpoint, checked for format and version."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UsageError(f"{folder} is not a checkpoint folder: give the --out of `arlm train`")
+        raise ArlmError(f"{folder} is not a checkpoint folder: give the --out of `arlm train`")
     fix = "give the --out folder of `arlm train`, or retrain"
     return read_versioned(folder / CONFIG, FORMAT, FORMAT_VERSION, "checkpoint", fix)
 
@@ -217,7 +217,7 @@ def _read(folder: Path, name: str, kind: str) -> tuple[dict, dict, dict]:
     config = read_config(folder)
     path = Path(folder) / name
     if not path.is_file():
-        raise UsageError(f"{folder} has no {name}: restore it, or retrain (no weights were saved)")
+        raise ArlmError(f"{folder} has no {name}: restore it, or retrain (no weights were saved)")
     tensors, meta = read_tensors(path)
     if meta.get("kind") != kind:
         raise ArlmError(f"{path} holds {meta.get('kind')!r}, not {kind!r}: restore or retrain")

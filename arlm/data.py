@@ -67,9 +67,9 @@ def scan(path: Path, progress: Progress = _no_progress) -> Source:
     """Check that `path` is a readable file and find any bytes that are not UTF-8."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"{path} does not exist: give the path of a text file")
+        raise ArlmError(f"{path} does not exist: give the path of a text file")
     if path.is_dir():
-        raise UsageError(f"{path} is a directory: give the text files inside it instead")
+        raise ArlmError(f"{path} is a directory: give the text files inside it instead")
     digest, decoder = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")("surrogateescape")
     source = Source(path, 0, "")
     lines = 0
@@ -95,7 +95,7 @@ def _refuse_binary(path: Path, first: bytes) -> None:
     """Text has no NUL bytes; binary files and UTF-16 do: refuse them from the first 64 KB of
     the `first` block, before reading the rest."""
     if (at := first.find(b"\0", 0, 1 << 16)) >= 0:
-        raise UsageError(
+        raise ArlmError(
             f"{path} looks binary (a NUL byte at offset {at}): give UTF-8 text "
             "(convert UTF-16 with `iconv -f utf-16 -t utf-8`)"
         )
@@ -311,11 +311,11 @@ def build(
     started = time.perf_counter()
     if not sum(source.size for source in train_sources):
         names = ", ".join(source.label or str(source.path) for source in train_sources)
-        raise UsageError(f"the corpus is empty ({names}): give a file with some text in it")
+        raise ArlmError(f"the corpus is empty ({names}): give a file with some text in it")
     if val_sources is None:
         train_spans, val_spans = split_spans(train_sources, val_fraction)
         if val_fraction > 0 and not val_spans:
-            raise UsageError(
+            raise ArlmError(
                 "the corpus is too small to hold out a validation part: give more text, "
                 "--val FILE, or --val-fraction 0"
             )
@@ -323,7 +323,7 @@ def build(
         train_spans = [Span(s.path, 0, s.size) for s in train_sources]
         val_spans = [Span(s.path, 0, s.size) for s in val_sources]
     if not sum(span.size for span in train_spans):
-        raise UsageError("the training text is empty: give a corpus with some text in it")
+        raise ArlmError("the training text is empty: give a corpus with some text in it")
     with staged_dir(out, force) as stage:
         trained_on, text = None, None
         if tokenizer is None:

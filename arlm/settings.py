@@ -81,7 +81,7 @@ def read_toml(path: Path) -> dict:
     try:
         values = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise UsageError(f"--config {path} does not exist") from None
+        raise ArlmError(f"--config {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ArlmError(f"--config {path} is not valid TOML: {error}") from None
     values = {key.replace("-", "_"): value for key, value in values.items()}

@@ -61,7 +61,7 @@ class Tokenizer:
         if path.is_dir():
             path = path / "tokenizer.model"
         if not path.is_file():
-            raise UsageError(f"no tokenizer at {path}: pass a tokenizer.model or a dataset folder")
+            raise ArlmError(f"no tokenizer at {path}: pass a tokenizer.model or a dataset folder")
         try:
             return cls(path.read_bytes())
         except ArlmError as error:
@@ -235,7 +235,7 @@ def train(
         )
     sentences = list(sentences)
     if not any(sentences):
-        raise UsageError("the training text is empty: give a corpus with some text in it")
+        raise ArlmError("the training text is empty: give a corpus with some text in it")
     options: dict = {}
     if model_type == "char":
         characters = characters or set("".join(sentences))

@@ -154,7 +154,7 @@ def _text_source(path: Path) -> data.Source:
     source = data.scan(path)  # refuses missing paths and binary files clearly
     data.check_utf8([source], "refuse", flag=False)
     if not source.size:
-        raise UsageError(f"{path} is empty: give a file with some text in it")
+        raise ArlmError(f"{path} is empty: give a file with some text in it")
     return source
 
 
@@ -176,7 +176,7 @@ def _tokenize(path: Path, source: data.Source, out: Path, console: Console) -> P
 def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World) -> Trainer:
     train_ids, val_ids = data.open_ids(dataset, "train"), data.open_ids(dataset, "val")
     if len(val_ids) < 2:
-        raise UsageError(
+        raise ArlmError(
             f"{dataset} has no validation text: re-tokenize with --val-fraction or --val"
         )
     val = meta["val"]
@@ -196,7 +196,7 @@ def _resume(folder: Path, values: dict, world: World) -> tuple[Trainer, Path, Pa
     dataset = Path(values.get("data") or saved["data"]["path"])
     meta = data.load_meta(dataset)
     if meta["tokenizer"]["sha256"] != saved["data"]["tokenizer_sha256"]:
-        raise UsageError(
+        raise ArlmError(
             f"{dataset} was tokenized with another tokenizer than {folder}: resume on the "
             "dataset it was trained on"
         )

@@ -145,3 +145,15 @@ def test_train_without_arguments_asks_for_data_before_the_checkpoint(work, monke
     shutil.copytree(work / "ck", work / "checkpoints" / "lstm")
     message = refused("train")
     assert "--data is required" in message and "--force" not in message
+
+
+def test_force_clears_what_a_killed_run_left_being_written(work):
+    ck = work / "ck"
+    (ck / f".{checkpoint.LAST}.tmp-123").write_bytes(b"half a snapshot")
+    (ck / ".dataset.partial-9").mkdir()
+    (ck / ".dataset.partial-9" / "train.bin").write_bytes(b"\0\1")
+    (ck / ".dataset.partial-9" / ".meta.json.tmp-9").write_text("{")
+    assert "--resume" in refused("train", "--data", work / "ds", "--out", ck, *RUN)
+    result = run_arlm("train", "--data", work / "ds", "--out", ck, *RUN, "--force")
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in ck.iterdir()) == sorted(checkpoint.FILES)
