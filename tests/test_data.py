@@ -193,3 +193,16 @@ def test_windows_start_where_asked():
     assert [w.position for w in data.windows(rows, 5, start=10)] == [10, 15]
     with pytest.raises(UsageError, match="k1 <= k2"):
         next(data.windows(rows, 5, 4))
+
+
+def test_a_dataset_whose_tokenizer_is_not_meta_jsons_is_refused(tmp_path, corpus, tokenizers):
+    data.build(tmp_path / "ds", [data.scan(corpus)], vocab_size=300)
+    data.load_meta(tmp_path / "ds")
+    tokenizers["char"].save(tmp_path / "ds" / "tokenizer.model")  # ids of one, read by another
+    with pytest.raises(ArlmError, match="re-tokenize") as info:
+        data.load_meta(tmp_path / "ds")
+    assert info.value.exit_code == 1
+    (tmp_path / "ds" / "tokenizer.model").unlink()
+    with pytest.raises(ArlmError, match="tokenizer.model") as info:
+        data.load_meta(tmp_path / "ds")
+    assert info.value.exit_code == 1
