@@ -13,7 +13,12 @@ LADDER_DATA := data/ladder-char
 LADDER := checkpoints/ladder
 RUNG   := $(BIN)/arlm train --data $(LADDER_DATA) --force --eval-every 100 --time-budget 40s
 
-.PHONY: install test test-fast demo compare bench lint clean
+# make test-floor: the lowest versions pyproject.toml allows (each >= read as ==), in a venv of
+# their own; PyPI's torch is a CUDA build of a few GB
+FLOOR  := build/floor-venv
+FLOORS  = $(shell $(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(d.replace(">=", "==") for d in p["dependencies"] + p["optional-dependencies"]["dev"]))')
+
+.PHONY: install test test-fast test-floor demo compare bench lint clean
 
 install: $(STAMP)
 
@@ -29,6 +34,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
+
+# Does arlm still work with the versions it promises? (A newer API used without raising a floor.)
+test-floor:
+	rm -rf $(FLOOR)
+	$(PYTHON) -m venv $(FLOOR)
+	$(FLOOR)/bin/pip install --quiet $(FLOORS)
+	$(FLOOR)/bin/pip install --quiet --no-deps -e .
+	$(FLOOR)/bin/pytest -q -m "not slow" -p no:cacheprovider
 
 demo: $(STAMP)
 	$(BIN)/arlm tokenize --builtin python-docs --out $(DEMO) --vocab-size 2000 --force
