@@ -3,6 +3,7 @@ stdout; progress, summaries and errors on stderr."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -10,22 +11,24 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 from arlm import data
 from arlm.corpus import BUILTINS
 from arlm.errors import ArlmError, UsageError
-from arlm.tokenizer import Tokenizer
+from arlm.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
 
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
+    rich_markup_mode="rich",  # help texts are rich markup: a literal [ is written \[
     help="Train and sample autoregressive language models (RNN, LSTM, GRU) on your own text.",
 )
 console = Console(stderr=True, soft_wrap=True)  # never wrap a path or a command in two
@@ -85,6 +88,7 @@ def _progress() -> Progress:
 
 
 ModelType = Literal["bpe", "unigram", "char", "word"]
+VAL_FRACTION = 0.1  # held out for validation when neither --val nor --val-fraction is given
 
 
 @app.command()
@@ -96,13 +100,19 @@ def tokenize(
     out: Annotated[Path | None, typer.Option(help="Dataset folder to write.")] = None,
     vocab_size: Annotated[
         int | None,
-        typer.Option(help="Pieces in the vocabulary [default: 4000; char: every character]."),
+        typer.Option(
+            help=f"Pieces in the vocabulary. \\[default: {DEFAULT_VOCAB_SIZE}, or as many as the "
+            "text allows; char, word: every character, every word]"
+        ),
     ] = None,
     model_type: Annotated[ModelType, typer.Option(help="SentencePiece model type.")] = "bpe",
     val: Annotated[Path | None, typer.Option(help="Validation text file.")] = None,
     val_fraction: Annotated[
         float | None,
-        typer.Option(help="Hold out this last part of the corpus for validation [default: 0.1]."),
+        typer.Option(
+            help="Hold out this last part of the corpus for validation. "
+            f"\\[default: {VAL_FRACTION}]"
+        ),
     ] = None,
     tokenizer: Annotated[
         Path | None,
@@ -161,7 +171,7 @@ def tokenize(
             sources = [data.scan(path) for path in corpus]
         val_sources = [data.scan(val)] if val is not None else None
         data.check_utf8(sources + (val_sources or []), invalid_utf8)
-        fraction = 0.1 if val_fraction is None else val_fraction
+        fraction = VAL_FRACTION if val_fraction is None else val_fraction
         total = sum(s.size for s in sources + (val_sources or []))
         with _progress() as progress:
             task = progress.add_task("encoding", total=total)
@@ -249,7 +259,37 @@ def main() -> None:
 ModelKind = Literal["elman", "jordan", "lstm", "gru", "ngram", "hmm"]
 
 
-@app.command()
+def _config_defaults() -> dict[str, object]:
+    """Each `arlm train` option that sets a field of ModelConfig or TrainConfig -> its default."""
+    from arlm.models import ModelConfig
+    from arlm.settings import MODEL_FIELDS, TRAIN_FIELDS
+    from arlm.train import TrainConfig
+
+    model = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
+    train = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+    return {flag: model[name] for flag, name in MODEL_FIELDS.items()} | {
+        flag: train[name] for flag, name in TRAIN_FIELDS.items()
+    }
+
+
+class TrainCommand(TyperCommand):
+    """`arlm train`, whose help shows the defaults of the config classes. Its options default to
+    None (settings.merge must see which were given), and the classes import torch, which the other
+    commands start without: so the defaults are read when the help is shown."""
+
+    def format_help(self, ctx: typer.Context, formatter: Any) -> None:
+        if not getattr(self, "_defaults_shown", False):
+            defaults = _config_defaults()
+            for param in self.params:
+                value = defaults.get(param.name)
+                if value is not None:
+                    shown = ("on" if value else "off") if isinstance(value, bool) else value
+                    param.help = f"{param.help} \\[default: {shown}]"
+            self._defaults_shown = True
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=TrainCommand)
 @clean_errors
 def train(
     data_path: Annotated[
@@ -257,69 +297,79 @@ def train(
         typer.Option("--data", help="A dataset folder (arlm tokenize), or a text file."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Checkpoint folder [default: checkpoints/MODEL].")
+        Path | None, typer.Option(help="Checkpoint folder. \\[default: checkpoints/MODEL]")
     ] = None,
-    model: Annotated[ModelKind | None, typer.Option(help="Model kind [default: lstm].")] = None,
-    embedding_dim: Annotated[int | None, typer.Option(help="[default: 128]")] = None,
-    hidden_size: Annotated[int | None, typer.Option(help="[default: 256]")] = None,
-    num_layers: Annotated[int | None, typer.Option(help="[default: 2]")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Between layers [default: 0.1].")] = None,
+    model: Annotated[ModelKind | None, typer.Option(help="Model kind.")] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="Size of each input vector.")] = None,
+    hidden_size: Annotated[int | None, typer.Option(help="Units in each layer.")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="Recurrent layers, stacked.")] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help="Between layers and before the output.")
+    ] = None,
     tie_weights: Annotated[
         bool | None, typer.Option("--tie-weights", help="Share input and output embeddings.")
     ] = None,
     input: Annotated[
         Literal["embedding", "one-hot"] | None,
-        typer.Option("--input", help="Input layer [default: embedding]."),
+        typer.Option("--input", help="Input layer: a learned embedding or one-hot vectors."),
     ] = None,
     nonlinearity: Annotated[
-        Literal["tanh", "relu"] | None, typer.Option(help="Elman only [default: tanh].")
+        Literal["tanh", "relu"] | None, typer.Option(help="Elman only: the activation.")
     ] = None,
     jordan_decay: Annotated[
-        float | None, typer.Option(help="Jordan context self-loop a [default: 0.5].")
+        float | None, typer.Option(help="Jordan only: the context's self-loop a.")
     ] = None,
-    order: Annotated[int | None, typer.Option(help="N-gram length N [default: 3].")] = None,
+    order: Annotated[int | None, typer.Option(help="N-gram only: the length N.")] = None,
     init_embeddings: Annotated[
         Path | None, typer.Option(help="Start the input layer from `arlm embed` vectors.")
     ] = None,
-    states: Annotated[int | None, typer.Option(help="HMM hidden states [default: 32].")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Parallel streams [default: 32].")] = None,
+    states: Annotated[int | None, typer.Option(help="HMM only: hidden states K.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Parallel streams.")] = None,
     bptt: Annotated[int | None, typer.Option(help="Sets both --k1 and --k2.")] = None,
-    k1: Annotated[int | None, typer.Option(help="Tokens between updates [default: 64].")] = None,
-    k2: Annotated[int | None, typer.Option(help="Tokens backpropagated [default: k1].")] = None,
-    optimizer: Annotated[
-        Literal["adamw", "sgd"] | None, typer.Option(help="[default: adamw]")
+    k1: Annotated[int | None, typer.Option(help="Tokens between updates.")] = None,
+    k2: Annotated[
+        int | None, typer.Option(help="Tokens backpropagated, at least k1. \\[default: k1]")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate [default: 3e-3].")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="[default: 0.01]")] = None,
-    warmup: Annotated[int | None, typer.Option(help="Warmup steps [default: 50].")] = None,
+    optimizer: Annotated[Literal["adamw", "sgd"] | None, typer.Option(help="Update rule.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="On weight matrices only (not biases).")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option(help="Steps of linear warmup.")] = None,
     schedule: Annotated[
-        Literal["cosine", "constant"] | None, typer.Option(help="[default: cosine]")
+        Literal["cosine", "constant"] | None,
+        typer.Option(help="The learning rate after warmup."),
     ] = None,
-    clip: Annotated[float | None, typer.Option(help="Gradient norm clip, 0: off [1.0].")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Steps [default: 200].")] = None,
-    patience: Annotated[int | None, typer.Option(help="Evaluations without progress.")] = None,
+    clip: Annotated[float | None, typer.Option(help="Gradient norm clip; 0: off.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Steps between evaluations.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many evaluations without progress.")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many updates.")] = None,
     epochs: Annotated[
-        float | None, typer.Option(help="Passes over the data [default: 10].")
+        float | None,
+        typer.Option(help="Passes over the data (none with --max-steps or --time-budget alone)."),
     ] = None,
     time_budget: Annotated[str | None, typer.Option(help="Stop after e.g. 90s, 10m, 1h.")] = None,
-    seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same run (same device).")] = None,
     device: Annotated[
-        Literal["auto", "cpu", "cuda", "mps"] | None, typer.Option(help="[default: auto]")
+        Literal["auto", "cpu", "cuda", "mps"] | None, typer.Option(help="Where to train.")
     ] = None,
     precision: Annotated[
-        Literal["auto", "fp32", "bf16", "fp16"] | None, typer.Option(help="[default: auto]")
+        Literal["auto", "fp32", "bf16", "fp16"] | None,
+        typer.Option(help="auto: bf16 where the hardware has it, else fp16 (CUDA) or fp32."),
     ] = None,
-    compile: Annotated[bool | None, typer.Option("--compile", help="torch.compile.")] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile", help="Compile the model (torch.compile).")
+    ] = None,
     sequences: Annotated[
         Literal["stream", "lines", "documents"] | None,
         typer.Option(
-            help="stream: TBPTT over the text; lines/documents: each on its own, "
-            "padded, full BPTT [default: stream]."
+            help="stream: TBPTT over the text; lines/documents: each on its own, padded, full BPTT."
         ),
     ] = None,
     padding: Annotated[
-        Literal["pre", "post"] | None, typer.Option(help="Sequences: where pads go [post].")
+        Literal["pre", "post"] | None, typer.Option(help="Sequences: where pads go.")
     ] = None,
     max_length: Annotated[
         int | None, typer.Option(help="Sequences: cut longer ones (with a warning).")
@@ -414,7 +464,7 @@ def eval_command(
     device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
     precision: Annotated[
         Literal["fp32", "bf16", "fp16"] | None,
-        typer.Option(help="[default: the precision the model trained in]"),
+        typer.Option(help="Number format. \\[default: the precision the model trained in]"),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="The figures as one JSON object on stdout.")
