@@ -24,7 +24,7 @@ from arlm.train import (
     evaluate,
     tbptt_loss,
 )
-from tests.conftest import corpus_text, make_char_dataset, write_config
+from tests.conftest import corpus_text, make_char_dataset, run_arlm, write_config
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -489,6 +489,42 @@ def test_existing_checkpoint_is_not_overwritten_without_force(tmp_path, char_dat
     )
     assert result.exit_code == 2 and "--resume" in result.stderr
     assert (tmp_path / "ck" / "model.safetensors").read_bytes() == before
+
+
+def test_force_starts_over_in_an_existing_checkpoint(tmp_path, char_dataset):
+    out = tmp_path / "ck"
+    train("--data", char_dataset, "--out", out, *SMALL, "--max-steps", 4)  # an lstm, 4 steps
+    train("--data", char_dataset, "--out", out, *SMALL, "--model", "gru", "--max-steps", 3,
+          "--force")  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["kind"] == "gru" and config["train"]["max_steps"] == 3
+    metrics = checkpoint.read_metrics(out)  # the new run's records only (logged every 2)
+    assert [(m["step"], "val_loss" in m) for m in metrics] == [(2, False), (3, False), (3, True)]
+    assert checkpoint.load(out)[0].config.kind == "gru"
+    model, state = checkpoint.load_last(out)
+    assert model.config.kind == "gru" and state["counters"]["step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--model", "ngram", "--sequences", "lines"], ["--sequences"]),
+        (["--nproc", "2", "--sequences", "lines"], ["--sequences", "--nproc"]),
+        (["--nproc", "2", "--model", "ngram"], ["--nproc"]),
+    ],
+)
+def test_what_only_trains_on_one_stream_is_refused_before_anything_starts(
+    tmp_path, char_dataset, args, named
+):
+    """An n-gram model counts one stream; several processes share out streams: neither takes
+    --sequences, and counting is not split over processes."""
+    before = {p: p.read_bytes() for p in char_dataset.iterdir()}
+    out = tmp_path / "ck"
+    run = run_arlm("train", "--data", char_dataset, "--out", out, "--max-steps", 2, *args)
+    assert run.code == 2, run.stderr
+    assert run.stderr.startswith("error:") and run.stderr.count("\n") == 1, run.stderr
+    assert all(flag in run.stderr for flag in named), run.stderr
+    assert not out.exists() and {p: p.read_bytes() for p in char_dataset.iterdir()} == before
 
 
 def test_python_api_trains_and_loads(tmp_path, char_dataset):
