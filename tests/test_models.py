@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from arlm import checkpoint
 from arlm.models import KINDS, REGISTRY, ModelConfig, build_model, recurrent
 from arlm.models.recurrent import OneHot
+from tests.conftest import write_config
 
 torch.set_num_threads(1)
 VOCAB = 23
@@ -158,9 +160,6 @@ def test_select_state_gives_the_state_of_those_rows(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_save_then_load_gives_identical_logits(kind, tmp_path):
-    from arlm import checkpoint
-    from tests.conftest import write_config
-
     model = tiny(kind)
     write_config(tmp_path, model)
     checkpoint.save_weights(model, tmp_path, checkpoint.BEST)
