@@ -98,6 +98,7 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
     else:
         source = _text_source(path)
     created = not out.exists()
+    empty = created or not any(out.iterdir())
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -105,9 +106,11 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
     try:
         dataset = path if source is None else _tokenize(path, source, out, console)
         trainer = _new_trainer(values, model_config, train_config, dataset, world)
-    except BaseException:
-        if created:  # leave nothing behind
+    except BaseException:  # leave nothing behind
+        if created:
             shutil.rmtree(out, ignore_errors=True)
+        elif empty:
+            checkpoint.clear(out)
         raise
     checkpoint.clear(out, keep=dataset)  # --force: the old run goes only now that this one can
     shutil.copyfile(dataset / "tokenizer.model", out / checkpoint.TOKENIZER)

@@ -157,3 +157,11 @@ def test_force_clears_what_a_killed_run_left_being_written(work):
     result = run_arlm("train", "--data", work / "ds", "--out", ck, *RUN, "--force")
     assert result.code == 0, result.stderr
     assert sorted(p.name for p in ck.iterdir()) == sorted(checkpoint.FILES)
+
+
+def test_an_empty_out_is_left_empty_when_the_run_cannot_start(work):
+    (work / "empty").mkdir()
+    args = ["--data", work / "corpus.txt", "--out", work / "empty", "--batch-size", "100000"]
+    result = run_arlm("train", *args)  # refused once the text is tokenized into --out
+    assert result.code == 2 and "too few" in result.stderr, result.stderr
+    assert list((work / "empty").iterdir()) == []
