@@ -15,6 +15,7 @@ from arlm import checkpoint, data, settings
 from arlm.cli import app
 from arlm.errors import UsageError
 from arlm.models import REGISTRY, ModelConfig, build_model, detach
+from arlm.tokenizer import Tokenizer
 from arlm.train import (
     RollbackRecord,
     StepRecord,
@@ -414,6 +415,51 @@ def test_text_file_is_tokenized_beside_the_checkpoint(tmp_path):
     train("--data", corpus, "--out", tmp_path / "ck", *SMALL, "--max-steps", 3)
     meta = data.load_meta(tmp_path / "ck" / "dataset")
     assert meta["tokenizer"]["model_type"] == "char"
+
+
+@pytest.mark.slow
+def test_ids_past_65535_are_stored_as_uint32_and_work_end_to_end(tmp_path):
+    """70,000 distinct characters make a vocabulary past 2**16: its ids are stored as uint32
+    (data.dtype_for) and go through tokenize, train, eval and generate intact."""
+    chars = [chr(c) for c in range(0x4E00, 0x4E00 + 72_000) if not 0xD800 <= c < 0xE000]
+    lines = ["".join(chars[i : i + 60]) for i in range(0, len(chars), 60)]
+    corpus, ds, ck = tmp_path / "corpus.txt", tmp_path / "ds", tmp_path / "ck"
+    corpus.write_text("\n".join(lines * 2) + "\n", encoding="utf-8")
+    made = runner.invoke(
+        app, ["tokenize", str(corpus), "--model-type", "char", "--out", str(ds),
+              "--val-fraction", "0.01"]
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    meta = data.load_meta(ds)
+    assert meta["vocab_size"] > 1 << 16 and meta["dtype"] == "uint32"
+    val = data.open_ids(ds, "val")
+    assert val.dtype == np.uint32 and int(val.max()) >= 1 << 16  # ids a uint16 would wrap
+    tokenizer = Tokenizer.load(ds)
+    text = tokenizer.decode(val)
+    assert tokenizer.encode(text) == val.tolist()
+    train("--data", ds, "--out", ck, *SMALL, "--bptt", 16, "--max-steps", 3)
+    model, _ = checkpoint.load(ck)
+    assert model.config.vocab_size == meta["vocab_size"]
+    # the uint32 ids of val.bin score exactly as the same text encoded afresh
+    (tmp_path / "val.txt").write_text(text, encoding="utf-8")
+    scores = []
+    for source in (ds, tmp_path / "val.txt"):
+        result = runner.invoke(app, ["eval", str(ck), "--data", str(source), "--json"])
+        assert result.exit_code == 0, result.output
+        scores.append(json.loads(result.stdout))
+    assert scores[0] == scores[1] and math.isfinite(scores[0]["loss"])
+    # a prompt of ids past 65535 reaches the model intact: greedy decoding picks its argmax
+    prompt = tokenizer.decode(val[:20])
+    result = runner.invoke(
+        app, ["generate", str(ck), "--prompt", prompt, "--max-tokens", "4", "--temperature",
+              "0", "--json"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sample = json.loads(result.stdout)
+    with torch.no_grad():
+        logits, _ = model.eval()(torch.tensor([val[:20].tolist()]))
+    assert sample["prompt"] == prompt and sample["ids"][0] == logits[0, -1].argmax().item()
+    assert all(0 <= i < meta["vocab_size"] for i in sample["ids"])
 
 
 def test_toml_config_and_flags_that_win(tmp_path, char_dataset):
