@@ -195,9 +195,11 @@ EVAL_ROW = 4096  # the shortest row: a text under two rows' worth is read as one
 # Tokens read, unscored, before a row that starts mid-text. The n-gram's state is its last
 # order - 1 tokens (at most 61, as base ** order < 2 ** 62), so it starts such a row exactly.
 # For the recurrent nets and the HMM the state after 512 tokens stands in for the whole text
-# before it: TBPTT teaches dependencies over k2 tokens (64 by default) and the state forgets
-# where it started within a few hundred; on WikiText-2's 217k validation tokens (16 rows) the
-# burn-in reads 4% more.
+# before it: TBPTT teaches dependencies over k2 tokens (64 by default), and the state forgets
+# where it started within a few hundred. Measured on tinyshakespeare's validation text (111k
+# characters, a char LSTM 1x256 at 2.02 nats): 16 rows with no burn-in are off one exact stream
+# by 1.4e-4 (relative), with 64 tokens by 7e-8, with 512 by 1e-10. On WikiText-2's 217k
+# validation tokens the burn-in reads 4% more.
 EVAL_BURN_IN = 512
 
 
@@ -279,7 +281,8 @@ def _row_states(
                 later = model(inputs.to(device), later)[1]
     dims = batch_dims(model, state)
     return tuple(
-        torch.cat([s.to(t.dtype), t], dim=d) for s, t, d in zip(state, later, dims, strict=True)
+        torch.cat([s.to(t.device, t.dtype), t], dim=d)
+        for s, t, d in zip(state, later, dims, strict=True)
     )
 
 

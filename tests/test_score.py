@@ -74,11 +74,14 @@ def test_scoring_equals_one_token_at_a_time(kind, length):
     assert figures["bits_per_byte"] == pytest.approx(-total / math.log(2) / (3 * length))
 
 
-@pytest.mark.parametrize("kind", ["ngram", "lstm"])
+SLOW_KINDS = [pytest.param(k, marks=pytest.mark.slow) for k in ("elman", "jordan", "gru", "hmm")]
+
+
+@pytest.mark.parametrize("kind", ["ngram", "lstm", *SLOW_KINDS])
 def test_a_long_text_read_in_rows_scores_every_token_with_its_context(kind):
     """20,000 tokens: 4 rows, each after the first read on from the tokens before it, and a
     3-token tail that continues the last row. Exact for the n-gram (the burn-in holds its
-    context); for an LSTM the burn-in stands for the text before it."""
+    context); for the others the burn-in stands for the text before it."""
     model, ids = tiny(kind), text_of(20_000)
     logprobs = np.full(len(ids), np.nan)
     loss, count = evaluate(model, ids, logprobs=logprobs)
