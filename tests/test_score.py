@@ -176,7 +176,15 @@ def trained(dataset, out, *args) -> dict:
     return evals[0]
 
 
-@pytest.mark.parametrize("args", [[], ["--model", "ngram"], ["--sequences", "lines"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--model", "ngram"],
+        ["--sequences", "lines", "--max-length", "5"],  # --max-length cuts training only
+        ["--sequences", "documents"],
+    ],
+)
 def test_validation_during_training_is_what_eval_reports(dataset, tmp_path, args):
     record = trained(dataset, tmp_path / "ck", *args)
     result = run_arlm("eval", tmp_path / "ck", "--data", dataset, "--json")
