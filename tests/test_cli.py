@@ -156,11 +156,12 @@ def _make_bad_inputs(tmp: Path) -> dict[str, Path]:
 
 
 # (arguments, expected exit code, a fragment of the message). "{tmp}" is the test's folder and
-# "{corpus}" a good corpus; "{ds}" an existing dataset.
+# "{corpus}" a good corpus; "{ds}" an existing dataset. Exit codes as in test_bad_input: 1 for
+# the data a user points to (missing, a folder, empty, too small), 2 for a wrong command line.
 BAD_INPUTS = [
-    (["tokenize", "{tmp}/missing.txt", "--out", "{tmp}/out"], 2, "does not exist"),
-    (["tokenize", "{tmp}/a_dir", "--out", "{tmp}/out"], 2, "is a directory"),
-    (["tokenize", "{tmp}/empty.txt", "--out", "{tmp}/out"], 2, "empty"),
+    (["tokenize", "{tmp}/missing.txt", "--out", "{tmp}/out"], 1, "does not exist"),
+    (["tokenize", "{tmp}/a_dir", "--out", "{tmp}/out"], 1, "is a directory"),
+    (["tokenize", "{tmp}/empty.txt", "--out", "{tmp}/out"], 1, "empty"),
     (
         ["tokenize", "{corpus}", "--out", "{tmp}/out", "--vocab-size", "50000"],
         2,
@@ -186,7 +187,7 @@ BAD_INPUTS = [
         1,
         "not a SentencePiece model",
     ),
-    (["tokenize", "--tokenizer", "{tmp}/nowhere.model", "--text", "hi"], 2, "no tokenizer"),
+    (["tokenize", "--tokenizer", "{tmp}/nowhere.model", "--text", "hi"], 1, "no tokenizer"),
     (["tokenize", "--text", "hi"], 2, "need --tokenizer"),
     (["tokenize", "--tokenizer", "{ds}", "--decode", "1 two 3"], 2, "whole numbers"),
     (["tokenize", "--tokenizer", "{ds}", "--decode", "99999"], 2, "outside the vocabulary"),
@@ -212,10 +213,10 @@ BAD_INPUTS = [
         "give one",
     ),
     (["tokenize", "{corpus}", "--out", "{tmp}/out", "--val-fraction", "1.5"], 2, "[0, 1)"),
-    (["tokenize", "{tmp}/one_line.txt", "--out", "{tmp}/out"], 2, "too small to hold out"),
+    (["tokenize", "{tmp}/one_line.txt", "--out", "{tmp}/out"], 1, "too small to hold out"),
     (
         ["tokenize", "{corpus}", "--out", "{tmp}/out", "--val", "{tmp}/missing.txt"],
-        2,
+        1,
         "does not exist",
     ),
     (["tokenize", "{corpus}", "--out", "{tmp}/out", "--model-type", "letters"], 2, "model-type"),

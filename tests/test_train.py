@@ -145,15 +145,18 @@ def test_sgd_and_constant_schedule_learn_too():
     assert trainer.best_loss < 0.5
 
 
-def test_evaluation_is_the_token_weighted_mean_loss():
+def test_evaluation_is_the_mean_loss_of_every_token_given_the_text_before_it():
+    """A short text is one stream: the first token from the initial state's logits, the rest
+    from one pass (test_score checks long texts read in rows)."""
     model = tiny_model("gru").eval()
     ids = stream(101)
     loss, count = evaluate(model, ids, streams=2)
-    rows = torch.from_numpy(np.asarray(data.batchify(ids, 2), dtype=np.int64))
+    tokens = torch.from_numpy(ids.astype(np.int64))[None]
     with torch.no_grad():
-        logits, _ = model(rows[:, :-1])
-    expected = F.cross_entropy(logits.flatten(0, 1), rows[:, 1:].flatten())
-    assert count == rows[:, 1:].numel()
+        logits, _ = model(tokens[:, :-1])
+        logits = torch.cat([model.initial_logits(1)[:, None], logits], dim=1)
+    expected = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+    assert count == len(ids)
     assert loss == pytest.approx(expected.item(), rel=1e-5)
 
 
