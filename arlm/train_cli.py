@@ -112,7 +112,7 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         elif empty:
             checkpoint.clear(out)
         raise
-    checkpoint.clear(out, keep=dataset)  # --force: the old run goes only now that this one can
+    checkpoint.clear(out, keep=dataset)  # --force: the old run goes once this one can start
     shutil.copyfile(dataset / "tokenizer.model", out / checkpoint.TOKENIZER)
     return trainer, out, dataset
 
