@@ -12,7 +12,7 @@ import torch
 
 from arlm import data
 from arlm import sequences as seqs
-from arlm.errors import UsageError
+from arlm.errors import ArlmError
 from arlm.formats import atomic_write
 from arlm.models import RecurrentLM
 from arlm.tokenizer import Tokenizer
@@ -57,7 +57,7 @@ def text_from_dataset(folder: Path, tokenizer: Tokenizer) -> Text:
     """The validation split of a tokenized dataset made with the same tokenizer."""
     meta = data.load_meta(folder)
     if meta["tokenizer"]["sha256"] != tokenizer.sha256:
-        raise UsageError(
+        raise ArlmError(
             f"{folder} was tokenized with another tokenizer than this checkpoint's: give a "
             "text file instead, or the dataset the model was trained on"
         )
@@ -84,7 +84,7 @@ def score(
     a stream), writes each token's log-probability at its position.
     """
     if len(text.ids) == 0:
-        raise UsageError("the text to score is empty: give some text")
+        raise ArlmError("the text to score is empty: give some text")
     unscored = 0  # newlines that no target predicts (one byte, one character each)
     if by_sequence:
         unit, tokenizer = by_sequence

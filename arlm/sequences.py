@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from arlm.errors import UsageError
+from arlm.errors import ArlmError, UsageError
 from arlm.loss import linear_cross_entropy
 
 UNITS = ("lines", "documents")
@@ -158,7 +158,7 @@ def evaluate(
 ) -> tuple[float, int]:
     """Mean loss per target (the end tokens included) over independent sequences."""
     if not sequences:
-        raise UsageError("the evaluation text holds no sequence: give more text")
+        raise ArlmError("the evaluation text holds no sequence: give more text")
     was_training = model.training
     model.eval()
     total, count = 0.0, 0

@@ -230,7 +230,7 @@ def evaluate(
     """
     device = device or device_of(model)
     if len(ids) < 1:
-        raise UsageError("the text to score is empty: give at least one token")
+        raise ArlmError("the text to score is empty: give at least one token")
     rows = max(1, min(streams, (len(ids) - 1) // EVAL_ROW))
     length = (len(ids) - 1) // rows  # targets per row; the first one is ids[1]
     was_training = model.training

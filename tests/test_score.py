@@ -216,4 +216,4 @@ def test_eval_of_a_string_scores_and_lists_every_token(dataset, tmp_path):
     one = run_arlm("eval", tmp_path / "ck", "--text", "R", "--json")
     assert one.code == 0 and json.loads(one.stdout)["tokens"] == 1
     empty = run_arlm("eval", tmp_path / "ck", "--text", "")
-    assert empty.code == 2 and empty.stderr.startswith("error:") and "empty" in empty.stderr
+    assert empty.code == 1 and empty.stderr.startswith("error:") and "empty" in empty.stderr
