@@ -209,8 +209,10 @@ def test_eval_of_a_string_scores_and_lists_every_token(dataset, tmp_path):
     assert rows[0] == ["position", "id", "piece", "logprob"]
     assert [int(r[0]) for r in rows[1:]] == list(range(len(ids)))
     assert [int(r[1]) for r in rows[1:]] == ids
-    total = sum(float(r[3]) for r in rows[1:])
-    assert total == pytest.approx(-figures["loss"] * figures["tokens"], rel=1e-5)
+    logprobs = np.array([float(r[3]) for r in rows[1:]])
+    assert logprobs.sum() == pytest.approx(-figures["loss"] * figures["tokens"], rel=1e-5)
+    model, _ = checkpoint.load(tmp_path / "ck")  # each row is that token's own figure
+    np.testing.assert_allclose(logprobs, one_at_a_time(model.eval(), np.array(ids)), atol=1e-5)
     plain = run_arlm("eval", tmp_path / "ck", "--text", "ROMEO: hello")
     assert plain.code == 0 and plain.stderr.startswith("12 tokens: loss")
     one = run_arlm("eval", tmp_path / "ck", "--text", "R", "--json")
