@@ -30,9 +30,10 @@ def weights(folder) -> dict[str, torch.Tensor]:
 
 
 def close(a: dict, b: dict, prefix: str = "model.") -> None:
-    for name in a:
-        if name.startswith(prefix):
-            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
+    names = sorted(name for name in a if name.startswith(prefix))
+    assert names and names == sorted(name for name in b if name.startswith(prefix)), prefix
+    for name in names:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
 
 
 @pytest.fixture(scope="module")
