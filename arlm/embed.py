@@ -16,6 +16,7 @@ similarity, and `arlm train --init-embeddings` starts a model's input layer from
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,8 +114,10 @@ def train(
     for name, value in (("dim", dim), ("window", window), ("negatives", negatives)):
         if value < 1:
             raise UsageError(f"--{name} must be positive, got {value}")
-    if epochs <= 0:
-        raise UsageError(f"--epochs must be positive, got {epochs}")
+    if not 0 < epochs < math.inf:  # nan fails both comparisons
+        raise UsageError(f"--epochs must be a finite positive number, got {epochs}")
+    if not 0 < lr < math.inf:
+        raise UsageError(f"--lr must be a finite positive number, got {lr}")
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) < 2 * window + 2:
         raise UsageError(f"the training text has {len(ids)} tokens: too few for --window {window}")

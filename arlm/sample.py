@@ -16,8 +16,10 @@ from arlm.tokenizer import Tokenizer
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float) -> None:
-    if temperature < 0:
-        raise UsageError(f"--temperature must be >= 0 (0 is greedy), got {temperature}")
+    if not 0 <= temperature < math.inf:  # nan fails both comparisons
+        raise UsageError(
+            f"--temperature must be a finite number >= 0 (0 is greedy), got {temperature}"
+        )
     if top_k is not None and top_k < 0:
         raise UsageError(f"--top-k must be >= 0 (0 is off), got {top_k}")
     if not 0 < top_p <= 1:

@@ -94,8 +94,9 @@ def test_vocabulary_below_byte_fallback_is_refused():
 
 
 def test_empty_training_text_is_refused():
-    with pytest.raises(UsageError, match="empty"):
+    with pytest.raises(ArlmError, match="empty") as info:
         tk.train(["", ""], "bpe")
+    assert info.value.exit_code == 1  # bad data, not a wrong command line
 
 
 def test_long_lines_are_cut_for_training_not_dropped():
