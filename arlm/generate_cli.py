@@ -40,11 +40,11 @@ def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
         raise UsageError("--prompt and --prompt-file both give the prompt: use one")
     if prompt_file is not None:
         if not prompt_file.is_file():
-            raise UsageError(f"--prompt-file {prompt_file} does not exist")
+            raise ArlmError(f"--prompt-file {prompt_file} does not exist")
         try:
             return prompt_file.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"--prompt-file {prompt_file} is not UTF-8 text") from None
+            raise ArlmError(f"--prompt-file {prompt_file} is not UTF-8 text") from None
     if prompt is not None:
         return prompt
     if not sys.stdin.isatty():
