@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from arlm import data
-from arlm.models import ModelConfig, build_model
+from arlm.models import ModelConfig, RecurrentLM, build_model
 from arlm.sample import generate
 from arlm.train import TrainConfig, Trainer, evaluate
 from bench.reference import ReferenceTrainer
@@ -110,6 +110,14 @@ class ReferenceAsModel(torch.nn.Module):
     def __init__(self, reference: ReferenceTrainer) -> None:
         super().__init__()
         self.inner = reference.model
+
+    state_batch_dims = (1,)  # h and c: (layers, B, H)
+    select_state = RecurrentLM.select_state  # the tail of a long text continues the last row
+
+    def initial_logits(self, batch_size: int) -> torch.Tensor:
+        """The first token's logits before any input: the decoder on a zero hidden state."""
+        decoder = self.inner.decoder
+        return decoder(torch.zeros(batch_size, decoder.in_features, device=decoder.weight.device))
 
     def init_state(self, batch_size: int):
         return self.inner.init_hidden(batch_size)
