@@ -66,6 +66,7 @@ def test_every_option_says_what_it_does_and_nothing_is_eaten(command, monkeypatc
 
 
 def shown(row: str) -> str:
+    """The one default that a help row shows."""
     (value,) = DEFAULT.findall(row)
     return value
 
