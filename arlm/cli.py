@@ -304,14 +304,21 @@ def train(
     hidden_size: Annotated[int | None, typer.Option(help="Units in each layer.")] = None,
     num_layers: Annotated[int | None, typer.Option(help="Recurrent layers, stacked.")] = None,
     dropout: Annotated[
-        float | None, typer.Option(help="Between layers and before the output.")
+        float | None,
+        typer.Option(
+            help="On embeddings, between layers and before the output; never on one-hot inputs "
+            "or recurrent connections."
+        ),
     ] = None,
     tie_weights: Annotated[
         bool | None, typer.Option("--tie-weights", help="Share input and output embeddings.")
     ] = None,
     input: Annotated[
         Literal["embedding", "one-hot"] | None,
-        typer.Option("--input", help="Input layer: a learned embedding or one-hot vectors."),
+        typer.Option(
+            "--input",
+            help="Input layer: a learned embedding or one-hot vectors (never dropped out).",
+        ),
     ] = None,
     nonlinearity: Annotated[
         Literal["tanh", "relu"] | None, typer.Option(help="Elman only: the activation.")
@@ -431,6 +438,10 @@ def generate(
         list[str] | None, typer.Option(help="Stop before this text (may repeat).")
     ] = None,
     beam: Annotated[int, typer.Option(help="Beam search width (>1: most likely text).")] = 1,
+    length_penalty: Annotated[
+        float,
+        typer.Option(help="Beam search ranks texts by total log-prob / length^ALPHA; 0: by total."),
+    ] = 1.0,
     device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per sample on stdout.")

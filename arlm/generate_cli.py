@@ -109,7 +109,9 @@ def run_generate(options: dict, console: Console) -> None:
     end = tokenizer.eos_id if by_sequence else None
     if o["beam"] > 1:
         stop_ids = {tokenizer.eos_id} if tokenizer.eos_id >= 0 else set()
-        ids, logprob = beam_search(model, start + prompt_ids, o["max_tokens"], o["beam"], stop_ids)
+        ids, logprob = beam_search(
+            model, start + prompt_ids, o["max_tokens"], o["beam"], stop_ids, o["length_penalty"]
+        )
         ids = [i for i in ids if i != end]
         text = tokenizer.decode(prompt_ids + ids)[len(tokenizer.decode(prompt_ids)) :]
         return _emit_batch(o, prompt, [ids], [logprob], [text])

@@ -170,6 +170,8 @@ BAD_INPUTS = [
     (["generate", "{tmp}/ck", "--num-samples", "0"], USAGE, "--num-samples >= 1"),
     (["generate", "{tmp}/ck", "--beam", "0"], USAGE, "--beam must be at least 1"),
     (["generate", "{tmp}/ck", "--beam", "2", "--num-samples", "3"], USAGE, "drop --num-samples"),
+    (["generate", "{tmp}/ck", "--beam", "2", "--length-penalty", "-1"], USAGE, "--length-penalty"),
+    (["generate", "{tmp}/ck", "--beam", "2", "--length-penalty", "nan"], USAGE, "--length-penalty"),
     (["generate", "{tmp}/ck", "--prompt", "a", "--prompt-file", "{tmp}/a_file"], USAGE, "use one"),
     (["generate", "{tmp}/ck", "--prompt-file", "{tmp}/missing.txt"], DATA, "does not exist"),
     (["generate", "{tmp}/ck", "--prompt-file", "{tmp}/latin1.txt"], DATA, "not UTF-8"),

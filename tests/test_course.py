@@ -82,7 +82,7 @@ def test_compare_and_diagnose_draw_nothing_unless_asked(ladder, tmp_path, monkey
 
 def test_compare_refuses_a_folder_that_is_no_checkpoint_before_scoring(ladder):
     result = run_arlm("compare", ladder / "ngram", ladder / "ds", "--data", ladder / "corpus.txt")
-    assert result.code == 2 and "not an arlm checkpoint" in result.stderr
+    assert result.code == 1 and "not an arlm checkpoint" in result.stderr
     assert "scored" not in result.stderr
 
 
