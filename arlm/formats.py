@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from arlm.errors import ArlmError, UsageError
+from arlm.errors import ArlmError
 
 
 def read_versioned(path: Path, kind: str, version: int, what: str, fix: str) -> dict:
@@ -20,8 +20,8 @@ def read_versioned(path: Path, kind: str, version: int, what: str, fix: str) -> 
         fix: what the user can do about a damaged file ("re-create it with `arlm tokenize`").
     """
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path.parent} is not an arlm {what} (no {path.name}): {fix}")
+    if not path.is_file():  # the folder a user pointed to: bad data (1), not a wrong flag (2)
+        raise ArlmError(f"{path.parent} is not an arlm {what} (no {path.name}): {fix}")
     try:
         value = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError):
