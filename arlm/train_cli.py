@@ -71,7 +71,10 @@ def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n
     distributed.check_split(config.batch_size, n)
     saved_kind = checkpoint.read_config(resume)["model"]["kind"] if resume else None
     kind = saved_kind or settings.model_config(values).kind
-    if config.sequences != "stream" or kind == "ngram":  # as the Trainer says, once, not per rank
+    # refused here once, not by each of the N processes
+    if kind == "ngram":
+        raise UsageError("--model ngram counts the text in one process: drop --nproc")
+    if config.sequences != "stream":
         raise UsageError("several processes train on a stream: drop --sequences or --nproc")
     if not resume and values.get("data"):
         distributed.check_dataset(values["data"])
