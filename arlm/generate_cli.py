@@ -12,14 +12,15 @@ from rich.console import Console
 
 from arlm import checkpoint, score
 from arlm.errors import ArlmError, UsageError
-from arlm.models import RecurrentLM
+from arlm.models import RecurrentLM, device_of
 from arlm.sample import Detokenizer, beam_search, check_sampling, generate
 from arlm.tokenizer import Tokenizer
 from arlm.train import pick_device, pick_precision
 
 
 def load(folder: Path, device_name: str) -> tuple[RecurrentLM, dict, Tokenizer, torch.device]:
-    """The best weights of a checkpoint, its config and its tokenizer, on `device_name`."""
+    """The best weights of a checkpoint, its config and its tokenizer, on `device_name`, and
+    the device the model is on: the CPU for an n-gram, whose tables stay there."""
     device = pick_device(device_name)
     model, config = checkpoint.load(folder, device)
     path = Path(folder) / checkpoint.TOKENIZER
@@ -32,7 +33,7 @@ def load(folder: Path, device_name: str) -> tuple[RecurrentLM, dict, Tokenizer, 
             f"{path} is not the tokenizer this model was trained with: copy it back from the "
             "dataset folder"
         )
-    return model.eval(), config, tokenizer, device
+    return model.eval(), config, tokenizer, device_of(model)
 
 
 def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:

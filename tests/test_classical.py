@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from arlm import checkpoint
+from arlm import checkpoint, score
 from arlm.cli import app
 from arlm.errors import UsageError
 from arlm.generate_cli import load
-from arlm.models import ModelConfig, build_model
-from arlm.sample import generate
+from arlm.models import ModelConfig, build_model, device_of
+from arlm.sample import beam_search, generate
 from tests.conftest import make_char_dataset, write_config
 
 runner = CliRunner()
@@ -117,6 +117,39 @@ def test_ngram_state_carries_across_calls_and_survives_a_checkpoint(tmp_path):
     checkpoint.save_weights(model, tmp_path)
     loaded, _ = checkpoint.load(tmp_path)
     assert torch.equal(loaded(text)[0], whole)
+
+
+def test_moving_an_ngram_to_another_device_leaves_its_tables_on_the_cpu():
+    """numpy reads the counts: `.to()` a device (meta here, where `.numpy()` raises as it does
+    on CUDA) or a dtype leaves every table where it is, as it is."""
+    model = ngram(np.random.default_rng(0).integers(0, 7, 500), 3, 7)
+    tables = {name: table.clone() for name, table in model.state_dict().items()}
+    assert model.to("meta").half() is model
+    assert device_of(model) == torch.device("cpu")
+    for name, table in model.state_dict().items():
+        assert table.device.type == "cpu" and table.dtype == tables[name].dtype
+        assert torch.equal(table, tables[name])
+
+
+def test_an_ngram_loaded_onto_another_device_scores_and_generates_as_on_the_cpu(tmp_path):
+    """What `arlm eval` and `arlm generate --device cuda` did to an n-gram checkpoint, with the
+    meta device standing in for CUDA: the figures, the samples and the beam are the CPU's."""
+    rng = np.random.default_rng(0)
+    model = ngram(rng.integers(0, 7, 500), 3, 7)
+    write_config(tmp_path, model)
+    checkpoint.save_weights(model, tmp_path)
+    text = score.Text(rng.integers(0, 7, 300), bytes=300, chars=300)
+
+    def outputs(device: str) -> tuple:
+        model, _ = checkpoint.load(tmp_path, device)
+        figures = score.score(model, text, device_of(model), torch.float32)
+        g = torch.Generator(device_of(model)).manual_seed(0)
+        sampled = [step.ids.tolist() for step in generate(model, [1, 2], 20, 3, generator=g)]
+        sampled += [step.ids.tolist() for step in generate(model, [], 5, 2, generator=g)]
+        beams = [beam_search(model, prompt, 10, 3) for prompt in ([1, 2], [])]
+        return figures, sampled, beams
+
+    assert outputs("meta") == outputs("cpu")
 
 
 def test_an_order_too_long_for_the_vocabulary_is_refused():

@@ -62,7 +62,8 @@ class NGramLM(CountModel):
     uniform distribution, so every token, seen or not, has a finite probability.
 
     All the counts live in buffers of sorted int64 keys (n ids as digits in base V + 1; the
-    extra digit V marks "before the text"): lookups are binary searches, vectorized.
+    extra digit V marks "before the text"): lookups are binary searches, vectorized. numpy
+    reads them, so they stay on the CPU whatever device the model is sent to (see `_apply`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -114,9 +115,16 @@ class NGramLM(CountModel):
             )
         for name, value in state_dict.items():
             if name in names:
-                setattr(self, name, value.clone())
+                setattr(self, name, value.to("cpu", copy=True))
         self._tables = None
         return nn.modules.module._IncompatibleKeys([], [])
+
+    def _apply(self, fn, recurse: bool = True) -> NGramLM:
+        """`.to()`, `.cuda()`, `.half()` and the like leave the tables as they are, on the CPU:
+        numpy reads them (on a GPU, `.numpy()` raises), and a GPU has nothing to add to binary
+        searches. So `device_of` says the CPU, and `forward` takes ids from any device and
+        returns its logits there."""
+        return self
 
     def num_parameters(self) -> int:
         """Stored counts: the model's size."""
@@ -174,7 +182,7 @@ class NGramLM(CountModel):
         """Log-probabilities of the next token after each position: (B, T, V)."""
         if state is None:
             state = self.init_state(ids.shape[0])
-        history = torch.cat([state[0].to(ids.device), ids], dim=1).cpu().numpy()
+        history = torch.cat([state[0].cpu(), ids.cpu()], dim=1).numpy()  # ids from any device
         B, T, N = ids.shape[0], ids.shape[1], self.config.order
         # the context of position t is history[:, t + 1 : t + N]: the N - 1 ids up to ids[:, t]
         contexts = np.stack([history[:, t + 1 : t + N] for t in range(T)], axis=1)
