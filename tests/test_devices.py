@@ -84,7 +84,7 @@ def test_an_hmm_scores_and_decodes_on_cuda_as_on_the_cpu(dataset, tmp_path):
     """A gradient-trained model runs on the GPU: the same figures, up to fp32 rounding (the GPU
     sums in another order; 1e-5 relative is a hundred times float32's epsilon), and the same
     greedy and beam texts. Sampled texts differ: the GPU's random stream is its own."""
-    args = ["--model", "hmm", "--states", "8", "--max-steps", "30", "--batch-size", "4"]
+    args = ["--model", "hmm", "--states", "8", "--max-steps", "10", "--batch-size", "4"]
     folder = trained(dataset, tmp_path / "hmm", *args, "--device", "cpu")
     cpu, gpu = (
         outputs(folder, "cpu", "--precision", "fp32"),
