@@ -14,6 +14,7 @@ Nothing is ever unpickled: tensors are safetensors, everything else JSON. Each .
 carries a SHA-256 of its contents (names, shapes, bytes and the JSON beside them), checked on
 load: safetensors itself would load a flipped byte silently. Each file is written beside its
 final name, synced, then renamed into place, so a crash leaves the previous file or the new one.
+A training run copies each snapshot off the device, then writes it in the background (`Writer`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -114,7 +118,16 @@ def digest(tensors: dict[str, torch.Tensor], meta: str) -> str:
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Tensors (copied to the CPU, each its own storage) and a JSON `meta`, checksummed."""
-    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    _write(path, _on_cpu(tensors), meta)
+
+
+def _on_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies on the CPU, each its own storage (safetensors refuses shared ones)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """CPU tensors that nothing else holds, and a JSON `meta`, checksummed."""
     text = json.dumps(meta)
     metadata = {"arlm": text, "sha256": digest(tensors, text)}
     # serialized here and written by Python, whose writes report a full disk: safetensors'
@@ -197,11 +210,77 @@ def save_weights(model: RecurrentLM, folder: Path, name: str = BEST, **meta) -> 
 
 def save_last(model: RecurrentLM, trainer_state: dict, folder: Path) -> None:
     """Weights and trainer state in one file: one rename replaces both."""
-    path = Path(folder) / LAST
-    _check_finite(model, path)
-    tensors = {f"model.{k}": v for k, v in _weights(model).items()}
-    skeleton = pack(trainer_state, tensors, "trainer")
-    write_tensors(path, tensors, {"kind": "snapshot", "trainer": skeleton})
+    snapshot(model, trainer_state, folder)()
+
+
+def snapshot(
+    model: RecurrentLM, trainer_state: dict, folder: Path, best: dict | None = None
+) -> Callable[[], None]:
+    """Copy the weights and the trainer state off the device now; return what writes them to
+    last.safetensors (and the weights to model.safetensors, with the meta `best`, when they
+    are the best): it can run in the background while training changes the originals."""
+    folder = Path(folder)
+    _check_finite(model, folder / LAST)
+    weights = _on_cpu(_weights(model))
+    state: dict[str, torch.Tensor] = {}
+    skeleton = pack(trainer_state, state, "trainer")
+    tensors = {f"model.{k}": v for k, v in weights.items()} | _on_cpu(state)
+
+    def write() -> None:
+        if best is not None:
+            _write(folder / BEST, weights, {"kind": "weights", **best})
+        _write(folder / LAST, tensors, {"kind": "snapshot", "trainer": skeleton})
+
+    return write
+
+
+class Writer:
+    """Runs write jobs in a background thread, one at a time, so that training goes on while a
+    snapshot is written. A job's error is raised in the caller's thread by the next `submit` or
+    `wait`; a job in flight when the program ends is finished first (the thread is no daemon).
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0  # the jobs' time, all told
+        self.last = 0.0  # the last finished job's time
+        self.waited = 0.0  # the caller's time waiting for a job to finish
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._started = 0.0  # when the job in flight started
+
+    def estimate(self) -> float:
+        """How long a write takes: the last one, or the one in flight so far if longer."""
+        if self._thread is None or not self._thread.is_alive():
+            return self.last
+        return max(self.last, time.perf_counter() - self._started)
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Start `job` once the job in flight is done: at most one write at a time."""
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(job,), name="arlm-writer")
+        self._started = time.perf_counter()
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the job in flight; raise its error, if it had one (once)."""
+        if self._thread is not None:
+            started = time.perf_counter()
+            self._thread.join()
+            self.waited += time.perf_counter() - started
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _run(self, job: Callable[[], None]) -> None:
+        started = time.perf_counter()
+        try:
+            job()
+        except BaseException as error:  # for the caller's thread: see wait()
+            self._error = error
+        finally:
+            self.last = time.perf_counter() - started
+            self.seconds += self.last
 
 
 def read_config(folder: Path) -> dict:

@@ -30,6 +30,17 @@ from arlm.models import RecurrentLM, State, all_finite, batch_dims, detach, devi
 LN2 = math.log(2)
 MAX_BAD_STEPS = 3  # non-finite updates in a row before going back to the last good state
 MAX_ROLLBACKS = 5
+# Without --eval-every, an evaluation may happen every AUTO_EVAL_STEPS steps, and does when the
+# time since the last one is at least (1 - EVAL_SHARE) / EVAL_SHARE times what one costs with
+# the caller's save: evaluating and saving then take about EVAL_SHARE of the wall time, on a fast
+# device or a slow one, with a small validation text or a large one; the last evaluation, which
+# always happens, keeps the total under twice that.
+AUTO_EVAL_STEPS = 200
+EVAL_SHARE = 0.05
+# Before an evaluation is timed, it is expected to read the validation tokens at three times the
+# training pace: a forward pass without the backward one, which costs about twice as much
+# (measured: 3.1 times on tinyshakespeare's 111k validation characters, char LSTM 2x256, CPU).
+FORWARD_SPEEDUP = 3.0
 STOP_REASONS = (None, "interrupted", "max steps", "epochs", "time budget", "patience")
 
 
@@ -47,11 +58,11 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant
     min_lr_ratio: float = 0.1  # cosine decays to lr * this
     clip: float = 1.0  # gradient norm clipping; 0 turns it off
-    eval_every: int = 200
+    eval_every: int | None = None  # steps; None: at most EVAL_SHARE of the time (see above)
     patience: int | None = None  # evaluations without improvement before stopping
     max_steps: int | None = None
     epochs: float | None = 10.0
-    time_budget: float | None = None  # seconds
+    time_budget: float | None = None  # seconds of wall time, over the runs of a checkpoint
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -74,7 +85,7 @@ class TrainConfig:
     def check(self) -> None:
         positive = ("batch_size", "k1", "eval_every")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive")
         if self.k2 is not None and self.k2 < self.k1:
             raise UsageError(f"--k2 ({self.k2}) must be at least --k1 ({self.k1})")
@@ -110,7 +121,7 @@ class StepRecord:
     grad_norm: float
     clipped: bool
     tokens_per_second: float
-    elapsed: float
+    elapsed: float  # wall time of the runs so far
     progress: float  # 0..1 towards the first stopping rule
     skipped: bool = False  # the loss or the gradients were not finite: no update
 
@@ -390,6 +401,12 @@ class Trainer:
     The B rows of the training stream are read in parallel. The hidden state is carried from
     one window to the next and detached at the window edge; it is reset at the start of each
     pass. All that a resumed run needs is in `state_dict()`.
+
+    Time is wall time on `clock`, from the start of `run()`, added to the runs before (saved
+    in the state): what the caller does with each record counts too. A time budget keeps
+    enough for one more update, the last evaluation and what the caller does after it, timed
+    on the previous evaluation; the caller adds `write_seconds` for a write it finishes later
+    in the background.
     """
 
     def __init__(
@@ -440,7 +457,14 @@ class Trainer:
         self.bad_steps = self.rollbacks = 0
         self.lr_scale = 1.0  # halved at each rollback after non-finite losses
         self._good: tuple[dict, dict] | None = None  # the state a rollback returns to
-        self.elapsed = 0.0
+        self.elapsed = 0.0  # wall time, this run's and the runs' before it
+        self.clock: Callable[[], float] = time.perf_counter  # tests give a fake one
+        self.write_seconds = 0.0  # the caller's last write in the background: the budget keeps it
+        self.eval_seconds, self.evaluations = 0.0, 0  # this run's evaluations
+        self._ticked: float | None = None  # the clock's last reading, from run() on
+        self._eval_cost: float | None = None  # the last evaluation with the caller's handling
+        self._eval_ended = 0.0  # `elapsed` when it ended
+        self._update_seconds = self._token_seconds = 0.0  # the last update's time, and per token
         self.best_loss = math.inf
         self.evals_since_best = 0
         self.evaluated_at = -1
@@ -546,16 +570,46 @@ class Trainer:
             return "max steps"
         if c.epochs and self._passes() >= c.epochs:
             return "epochs"
-        if c.time_budget and self.elapsed >= c.time_budget:
-            return "time budget"
+        if c.time_budget:
+            self._tick()
+            if self.elapsed + self._update_seconds + self._finish_seconds() >= c.time_budget:
+                return "time budget"  # one more update would leave too little to finish
         if c.patience and self.evals_since_best >= c.patience:
             return "patience"
         return None
+
+    def _finish_seconds(self) -> float:
+        """What finishing takes: the last evaluation, the caller's handling of it and its write
+        in the background. Before an evaluation is timed, it is estimated from the training
+        pace (FORWARD_SPEEDUP)."""
+        if self._eval_cost is None:
+            tokens = len(self.val_ids) if self.world.main else 0
+            return tokens * self._token_seconds / FORWARD_SPEEDUP + self.write_seconds
+        return self._eval_cost + self.write_seconds
+
+    def _evaluation_due(self) -> bool:
+        """--eval-every N: every N steps. Without it: every AUTO_EVAL_STEPS steps once the time
+        since the last evaluation pays for this one (EVAL_SHARE). With a time budget, not when
+        training could not go on after it: the last evaluation comes soon instead."""
+        c = self.config
+        if self.step % (c.eval_every or AUTO_EVAL_STEPS):
+            return False
+        self._tick()
+        cost = self._finish_seconds() - self.write_seconds  # what stops the training
+        due = c.eval_every is not None or (
+            self.elapsed - self._eval_ended >= cost * (1 - EVAL_SHARE) / EVAL_SHARE
+        )
+        if c.time_budget:
+            finish = self.elapsed + cost + self._update_seconds + self._finish_seconds()
+            due = due and finish <= c.time_budget
+        return bool(share(self.world, float(due)))  # rank 0's clock decides for all
 
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> Iterator[StepRecord | EvalRecord | RollbackRecord | StopRecord]:
         self.model.train()
+        self._ticked = self.clock()  # this run's wall time starts
+        self._eval_ended = self.elapsed
         if self.counting:
             yield from self._count()
             return
@@ -566,15 +620,37 @@ class Trainer:
                 if self.bad_steps >= MAX_BAD_STEPS:
                     yield self._go_back()
                     break  # start again from the restored position
-                if self.step % self.config.eval_every == 0:
-                    yield self.evaluate()
-                if self._should_stop() is not None:
+                stop = self._should_stop()
+                if stop is None and self._evaluation_due():
+                    yield from self._evaluation()
+                    stop = self._should_stop()  # patience
+                if stop is not None:
                     break
             else:  # a full pass: start the next one from a fresh state
                 self.epoch, self.position, self.carried = self.epoch + 1, 0, None
         if self.evaluated_at != self.step:
-            yield self.evaluate()
+            yield from self._evaluation()
         yield StopRecord(self.step, reason)
+
+    def _tick(self) -> None:
+        """Add the wall time since the clock's last reading to `elapsed` (inside `run()`)."""
+        if self._ticked is None:
+            return
+        now = self.clock()
+        self.elapsed += now - self._ticked
+        self._ticked = now
+
+    def _evaluation(self) -> Iterator[EvalRecord]:
+        """Evaluate, timing it with what the caller does with the record (it saves)."""
+        self._tick()
+        started = self.elapsed
+        record = self.evaluate()
+        self._tick()
+        self.eval_seconds += self.elapsed - started
+        self.evaluations += 1
+        yield record
+        self._tick()
+        self._eval_cost, self._eval_ended = self.elapsed - started, self.elapsed
 
     def _work(self) -> Iterator[Window | seqs.Batch]:
         """What the rest of this pass updates on: TBPTT windows, or padded batches."""
@@ -587,7 +663,8 @@ class Trainer:
             yield seqs.pad(chosen, s["bos"], s["eos"], self.config.padding)
 
     def _update(self, work: Window | seqs.Batch) -> StepRecord:
-        started = time.perf_counter()
+        self._tick()
+        started = self.elapsed
         lr = self.learning_rate()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -604,6 +681,7 @@ class Trainer:
         skipped = not math.isfinite(loss_value) or (
             not math.isfinite(grad_norm) and not self.scaler.is_enabled()
         )
+        mine = seen  # the targets of this process
         if self.world.active:  # the mean loss over the processes; skip if any must
             loss_sum, skips = total(self.world, [loss_value, float(skipped)])
             loss_value, skipped = loss_sum / self.world.size, skips > 0
@@ -622,8 +700,9 @@ class Trainer:
         self.tokens += seen
         clipped = grad_norm > clip
         self.clip_count += clipped
-        seconds = time.perf_counter() - started
-        self.elapsed += seconds
+        self._tick()
+        seconds = self._update_seconds = self.elapsed - started
+        self._token_seconds = seconds / max(1, mine)
         return StepRecord(
             self.step,
             self.epoch,
@@ -632,18 +711,16 @@ class Trainer:
             lr,
             grad_norm,
             clipped,
-            seen / seconds,
+            seen / max(seconds, 1e-9),  # a fake clock may stand still
             self.elapsed,
             self.progress(),
             skipped,
         )
 
     def _count(self) -> Iterator[EvalRecord | StopRecord]:
-        started = time.perf_counter()
         self.model.fit(np.asarray(self.train_ids))
-        self.elapsed += time.perf_counter() - started
         self.step, self.epoch, self.tokens = 1, 1, len(self.train_ids)
-        yield self.evaluate()
+        yield from self._evaluation()
         yield StopRecord(self.step, "counted")
 
     # -- numerical faults --------------------------------------------------------------------
@@ -665,7 +742,9 @@ class Trainer:
         failed_at, scale, rollbacks = self.step, self.lr_scale / 2, self.rollbacks + 1
         weights, state = self._good
         self.model.load_state_dict(weights)
+        elapsed = self.elapsed  # the time spent stays spent: the budget is wall time
         self.load_state_dict(copy.deepcopy(state))  # the optimizer would alias the copy
+        self.elapsed = elapsed
         self.lr_scale, self.rollbacks, self.bad_steps = scale, rollbacks, 0
         return RollbackRecord(failed_at, self.step, scale)
 
@@ -692,7 +771,6 @@ class Trainer:
 
     def evaluate(self) -> EvalRecord:
         """The validation figures, computed as `arlm eval` computes them (arlm.score)."""
-        started = time.perf_counter()
         val_bytes = round(self.val_bytes_per_token * len(self.val_ids))
         if self.by_sequence:
             s = self.specials
@@ -706,7 +784,7 @@ class Trainer:
         else:
             loss, count = 0.0, len(self.val_ids)
         loss = share(self.world, loss)
-        self.elapsed += time.perf_counter() - started
+        self._tick()
         self.evaluated_at = self.step
         best = loss < self.best_loss
         if best:
@@ -747,6 +825,13 @@ class Trainer:
                 "lr_scale": self.lr_scale,
                 "rollbacks": self.rollbacks,
             },
+            # what finishing took: a resumed run keeps that long of its time budget at once
+            "timing": {
+                "update": self._update_seconds,
+                "evaluation": self._eval_cost,
+                "write": self.write_seconds,
+                "token": self._token_seconds,
+            },
             # with several processes: every rank's streams and random state, in rank order
             "carried": [
                 gather(self.world, s, d)
@@ -764,6 +849,11 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         for name, value in state["counters"].items():
             setattr(self, name, value)
+        timing = state.get("timing", {})  # none in older snapshots: estimated anew
+        self._update_seconds = timing.get("update", 0.0)
+        self._eval_cost = timing.get("evaluation")
+        self.write_seconds = timing.get("write", 0.0)
+        self._token_seconds = timing.get("token", 0.0)
         carried = tuple(t.to(self.device) for t in state["carried"])
         dims = batch_dims(self.model, carried)
         self.carried = tuple(self._mine(s, d) for s, d in zip(carried, dims, strict=True)) or None

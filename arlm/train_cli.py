@@ -297,16 +297,30 @@ class _StopOnSignal:
             signal.signal(s, handler)
 
 
-def _save(trainer: Trainer, out: Path, best: bool, console: Console) -> None:
+def _save(
+    trainer: Trainer,
+    out: Path,
+    best: bool,
+    console: Console,
+    writer: checkpoint.Writer,
+    curve: Callable[[], None] = lambda: None,
+) -> None:
+    """Copy the snapshot off the device, then write it, and draw `curve`, in the background."""
     if not all_finite(trainer.model):
         console.print(f"[yellow]warning:[/] weights not finite at step {trainer.step}: not saved")
         return
     state = trainer.state_dict()  # every rank: it gathers the ranks' streams
     if not trainer.world.main:
         return
-    if best:
-        checkpoint.save_weights(trainer.model, out, step=trainer.step, val_loss=trainer.best_loss)
-    checkpoint.save_last(trainer.model, state, out)
+    writer.wait()  # the write in flight first (and its error): one snapshot in memory at a time
+    meta = {"step": trainer.step, "val_loss": trainer.best_loss} if best else None
+    write = checkpoint.snapshot(trainer.model, state, out, meta)
+
+    def job() -> None:
+        write()
+        curve()
+
+    writer.submit(job)
 
 
 def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every: int) -> None:
@@ -320,8 +334,14 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
         disable=not console.is_terminal,
     )
     window: list[StepRecord] = []
-    last_line, started = 0.0, time.perf_counter()
-    stop = None
+    last_line, started, before = 0.0, time.perf_counter(), trainer.elapsed
+    stop, writer, saving = None, checkpoint.Writer(), 0.0  # saving: what training waited for
+
+    def save(best: bool, curve: Callable[[], None] = lambda: None) -> None:
+        nonlocal saving
+        begun = time.perf_counter()
+        _save(trainer, out, best, console, writer, curve)
+        saving += time.perf_counter() - begun
 
     def metrics(record: dict) -> None:  # rank 0 writes for all
         if trainer.world.main:
@@ -330,6 +350,8 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
     with _StopOnSignal(trainer, console), progress:
         task = progress.add_task("training", total=1000, status="")
         for record in trainer.run():
+            if writer.estimate():  # the time budget keeps this long for the last write
+                trainer.write_seconds = writer.estimate()
             if isinstance(record, StepRecord):
                 window.append(record)
                 if record.skipped:
@@ -350,9 +372,7 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
                     _log_steps(window, metrics)
                     window = []
                 metrics(asdict(record))
-                _save(trainer, out, record.best, console)
-                if trainer.world.main:
-                    _plot(out, config)
+                save(record.best, lambda: _plot(out, config))
                 progress.console.print(_eval_line(record), highlight=False)
             elif isinstance(record, RollbackRecord):
                 metrics({"rollback": True, **asdict(record)})
@@ -364,11 +384,17 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
                 )
             elif isinstance(record, StopRecord):
                 stop = record
-                _save(trainer, out, False, console)
+                if trainer.evaluated_at != trainer.step:  # saved with its evaluation otherwise
+                    save(False)
+        begun = time.perf_counter()
+        writer.wait()  # the last file written: the time budget ends here
+        saving += time.perf_counter() - begun
         for warning in trainer.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
     if trainer.world.main:
-        _summary(trainer, out, stop, time.perf_counter() - started, console)
+        seconds = time.perf_counter() - started
+        costs = _costs(trainer, writer, saving, seconds)
+        _summary(trainer, out, stop, (seconds, before + seconds), costs, console)
 
 
 def _plot(out: Path, config: dict) -> None:
@@ -413,17 +439,39 @@ def _title(config: dict) -> str:
     )
 
 
+def _costs(trainer: Trainer, writer: checkpoint.Writer, saving: float, seconds: float) -> dict:
+    """The summary's rows on what evaluating and writing checkpoints cost this run."""
+    n, spent = trainer.evaluations, trainer.eval_seconds
+    return {
+        "evaluation": f"{spent:.1f}s, {spent / seconds:.0%} of the time "
+        f"({n} evaluation{'s' * (n != 1)})",
+        "checkpoints": f"{writer.seconds:.1f}s writing, {writer.seconds / seconds:.0%} of the "
+        f"time, in the background: training waited {saving:.1f}s ({saving / seconds:.0%})",
+    }
+
+
 def _summary(
-    trainer: Trainer, out: Path, stop: StopRecord | None, seconds: float, console: Console
+    trainer: Trainer,
+    out: Path,
+    stop: StopRecord | None,
+    seconds: tuple[float, float],
+    costs: dict[str, str],
+    console: Console,
 ) -> None:
+    """`seconds`: this run's wall time and all the runs', each to its last file written."""
     evals = [m for m in checkpoint.read_metrics(out) if "val_loss" in m]
     best = min(evals, key=lambda m: m["val_loss"]) if evals else None
     table = Table(title=f"training summary: {out}", title_justify="left", show_header=False)
     table.add_row("stopped", f"{stop.reason if stop else 'aborted'} at step {trainer.step:,}")
     table.add_row("tokens seen", f"{trainer.tokens:,} (epoch {trainer.epoch})")
-    table.add_row("time", f"{seconds:.1f}s this run, {trainer.elapsed:.1f}s training in all")
-    rate = trainer.tokens / trainer.elapsed if trainer.elapsed else 0.0
-    table.add_row("throughput", f"{rate:,.0f} tokens/s (all time, evaluation included)")
+    this_run, in_all = seconds
+    budget = trainer.config.time_budget
+    limit = f" (budget {budget:g}s)" if budget else ""
+    table.add_row("time", f"{this_run:.1f}s this run, {in_all:.1f}s in all{limit}")
+    for name, text in costs.items():
+        table.add_row(name, text)
+    rate = trainer.tokens / in_all if in_all else 0.0
+    table.add_row("throughput", f"{rate:,.0f} tokens/s (evaluation and writing included)")
     clip_rate = trainer.clip_count / max(1, trainer.step)
     table.add_row("clipping", f"fired on {clip_rate:.0%} of updates")
     if best:

@@ -385,8 +385,9 @@ def test_non_finite_weights_are_never_saved_over_good_ones(ck, capsys):
     Stub.model = model
     from rich.console import Console
 
-    console = Console(stderr=True)
-    train_cli._save(Stub, ck, best=True, console=console)
+    console, writer = Console(stderr=True), checkpoint.Writer()
+    train_cli._save(Stub, ck, best=True, console=console, writer=writer)
+    writer.wait()
     assert "not saved" in capsys.readouterr().err
     assert files(ck) == before
 
