@@ -1,7 +1,9 @@
 """The textbook PyTorch trainer arlm is measured against, written the way pytorch/examples'
 word_language_model and char-rnn do it: nn.Embedding -> nn.LSTM -> nn.Linear in fp32,
 log-softmax over the full vocabulary, the hidden state detached every bptt steps, plain SGD with
-norm clipping, fed from one in-memory tensor. Only the bench uses it.
+norm clipping, fed from one in-memory tensor on the device it trains on (`--accel` in
+word_language_model: the CPU for `make bench`, CUDA for bench/gpu_check.py). Only the bench
+uses it.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class RNNModel(nn.Module):
         return F.log_softmax(decoded, dim=1), hidden
 
     def init_hidden(self, batch_size: int):
-        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size)
-        return (zeros, zeros.clone())
+        zeros = self.decoder.weight.new_zeros(self.num_layers, batch_size, self.hidden_size)
+        return (zeros, zeros.clone())  # on the weights' device
 
 
 def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
@@ -63,10 +65,13 @@ class ReferenceTrainer:
         lr: float = 20.0,
         clip: float = 0.25,
         seed: int = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
         torch.manual_seed(seed)
-        self.model = RNNModel(vocab_size, embedding_dim, hidden_size, num_layers, dropout)
-        self.data = batchify(train_ids, batch_size)
+        model = RNNModel(vocab_size, embedding_dim, hidden_size, num_layers, dropout)
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.data = batchify(train_ids, batch_size).to(self.device)
         self.batch_size, self.bptt, self.lr, self.clip = batch_size, bptt, lr, clip
         self.position, self.hidden = 0, self.model.init_hidden(batch_size)
 
@@ -93,13 +98,15 @@ class ReferenceTrainer:
         seen, started = 0, time.perf_counter()
         while seen < tokens:
             seen += self.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # the steps were only queued: wait for the last to end
         return seen, time.perf_counter() - started
 
     @torch.no_grad()
     def evaluate(self, ids: np.ndarray, batch_size: int = 10) -> float:
         """Mean validation loss in nats per token, the word_language_model way."""
         self.model.eval()
-        data = batchify(ids, batch_size)
+        data = batchify(ids, batch_size).to(self.device)
         hidden, total, count = self.model.init_hidden(batch_size), 0.0, 0
         for i in range(0, data.size(0) - 1, self.bptt):
             length = min(self.bptt, data.size(0) - 1 - i)
