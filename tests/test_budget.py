@@ -110,7 +110,7 @@ def test_by_default_evaluating_and_writing_take_a_small_share_of_the_time(monkey
     clock = Clock()
     dear = costing(clock, 0.1, 0.5, val=10, max_steps=300)  # 10 steps: 1 s; an evaluation 0.5 s
     evaluations = [r.step for r in run(dear, clock, write=0.25) if isinstance(r, EvalRecord)]
-    # the first when 10 validation tokens at 3 times the training pace are cheap; then after
+    # the first when 10 validation tokens at twice the training pace are cheap; then after
     # 19 * 0.75 s = 14.25 s of training; then the last one at the end
     assert evaluations == [10, 160, 300]
     assert dear.evaluations == 3 and dear.eval_seconds == pytest.approx(1.5)
