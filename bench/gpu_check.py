@@ -255,7 +255,10 @@ def timed_train(work: Path, name: str, *options: str) -> dict:
     )
     command = [sys.executable, *words(text, word=work / "word", out=out), "--force", *options]
     started = time.perf_counter()
-    subprocess.run(command, check=True, timeout=2 * BUDGET + 60)
+    # its summary (what evaluating and writing cost, by its own clock) goes to the part's log,
+    # wide enough not to wrap
+    wide = os.environ | {"COLUMNS": "160"}
+    subprocess.run(command, check=True, timeout=2 * BUDGET + 60, env=wide)
     wall = time.perf_counter() - started
     metrics = checkpoint.read_metrics(out)
     trained, tokens = 0.0, 0
