@@ -151,10 +151,9 @@ def arlm_side(figure: Training, dataset: Path) -> dict:
                 marks.append((time.perf_counter(), record.tokens))
             if len(marks) > WINDOWS:
                 break  # before the closing evaluation of the whole validation text
-    result = {
-        "rates": window_rates(marks),
-        "precision": str(trainer.precision).removeprefix("torch."),
-    }
+    precision = str(trainer.precision).removeprefix("torch.")
+    shape = TOY if SMOKE else figure.shape
+    result = {"rates": window_rates(marks), "precision": precision, "shape": str(shape)}
     if figure.quality:
         trainer = arlm_trainer(figure, dataset, QUALITY_STEPS)
         for record in trainer.run():
@@ -194,7 +193,7 @@ def reference_side(figure: Training, dataset: Path) -> dict:
         seen += sum(trainer.step() for _ in range(STEPS))
         sync()
         marks.append((time.perf_counter(), seen))
-    result = {"rates": window_rates(marks)}
+    result = {"rates": window_rates(marks), "shape": str(shape)}
     if figure.quality:
         trainer = fresh()
         seen, _ = trainer.train_tokens(QUALITY_STEPS * shape.batch_size * shape.bptt)
@@ -340,15 +339,15 @@ class Part:
 
 
 def plan(work: Path) -> list[Part]:
-    """Every part in order, with its time limit on a GPU (most take a quarter of it)."""
+    """Every part in order, with its time limit: generous, since a part stopped gives nothing."""
     python = sys.executable
     arlm = [python, "-m", "arlm"]
     cli = TOY if SMOKE else Shape(512, 128, 64, 128)
-    mine = [(f"{name}-{side}", 60) for name in TRAINING for side in ("arlm", "reference")]
+    training = [(f"{name}-{side}", 60) for name in TRAINING for side in ("arlm", "reference")]
     measuring = [
         ("tokenize-char", 60),
         ("tokenize-word", 90),
-        *mine,
+        *training,
         ("generation", 60),
         ("startup", 30),
         ("budget", 2 * BUDGET + 60),
