@@ -261,6 +261,11 @@ class Writer:
         self._started = time.perf_counter()
         self._thread.start()
 
+    def check(self) -> None:
+        """Raise the error of a job that has finished, if it had one: without waiting."""
+        if self._thread is None or not self._thread.is_alive():
+            self.wait()
+
     def wait(self) -> None:
         """Wait for the job in flight; raise its error, if it had one (once)."""
         if self._thread is not None:

@@ -464,7 +464,9 @@ class Trainer:
         self._ticked: float | None = None  # the clock's last reading, from run() on
         self._eval_cost: float | None = None  # the last evaluation with the caller's handling
         self._eval_ended = 0.0  # `elapsed` when it ended
-        self._update_seconds = self._token_seconds = 0.0  # the last update's time, and per token
+        self._update_seconds = 0.0  # the last update's time
+        self._token_seconds = 0.0  # the best time per training token so far
+        self._ticked_updates = 0  # this run's
         self.best_loss = math.inf
         self.evals_since_best = 0
         self.evaluated_at = -1
@@ -702,7 +704,12 @@ class Trainer:
         self.clip_count += clipped
         self._tick()
         seconds = self._update_seconds = self.elapsed - started
-        self._token_seconds = seconds / max(1, mine)
+        # the best pace so far, after a run's first update: that one (allocations, kernel
+        # choices) and updates slowed by other programs make an evaluation look far dearer
+        pace = seconds / max(1, mine)
+        if self._ticked_updates:
+            self._token_seconds = min(pace, self._token_seconds or pace)
+        self._ticked_updates += 1
         return StepRecord(
             self.step,
             self.epoch,

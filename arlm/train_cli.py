@@ -350,6 +350,7 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
     with _StopOnSignal(trainer, console), progress:
         task = progress.add_task("training", total=1000, status="")
         for record in trainer.run():
+            writer.check()  # a failed write stops the run at once, not at the next save
             if writer.estimate():  # the time budget keeps this long for the last write
                 trainer.write_seconds = writer.estimate()
             if isinstance(record, StepRecord):

@@ -82,6 +82,23 @@ def test_the_last_evaluation_and_write_finish_inside_the_budget():
     assert trainer.elapsed == pytest.approx(clock.now)  # the caller's handling counts too
 
 
+def test_a_slow_first_update_does_not_make_the_first_evaluation_look_dear():
+    """The first update of a run (allocations, kernel choices) took 20 s, the others 0.1 s:
+    the estimate of the last evaluation follows the best pace after it, and the run goes on."""
+    clock = Clock()
+    trainer = costing(clock, 0.1, 0.5, time_budget=60.0, max_steps=300, eval_every=10_000)
+    forward, calls = trainer.forward, [0]
+
+    def warming_up(inputs, state):
+        calls[0] += 1
+        clock.now += 19.9 if calls[0] == 1 else 0.0
+        return forward(inputs, state)
+
+    trainer.forward = warming_up
+    records = run(trainer, clock, write=0.0)
+    assert records[-1].reason == "max steps"  # 20 s + 299 * 0.1 s + 0.5 s: inside the budget
+
+
 def test_a_resumed_run_has_what_is_left_of_the_budget():
     """--time-budget counts the runs of one checkpoint together (as the schedule does)."""
     clock = Clock()
@@ -193,7 +210,12 @@ def test_an_error_in_the_background_is_raised_at_the_next_point_then_cleared():
 
     writer.submit(failing)
     with pytest.raises(ArlmError, match="No space left"):
-        writer.submit(lambda: None)  # the next point: the next save
+        for _ in range(10_000):  # the next point: the next record after the write failed
+            writer.check()
+            time.sleep(0.001)
+    writer.submit(failing)
+    with pytest.raises(ArlmError, match="No space left"):
+        writer.submit(lambda: None)  # or the next save
     writer.submit(failing)
     with pytest.raises(ArlmError, match="No space left"):
         writer.wait()  # or the end of the run
