@@ -3,11 +3,12 @@ load (best weights and the resume snapshot, checksums verified) and `--resume` m
 
     python -m tests.kill_test --trials 20
 
-The run saves at every update (--eval-every 1). Even trials kill at a random moment (start-up,
-training, evaluation, saving). Odd trials kill mid-write, every time: the run gets the test hook
-ARLM_TEST_PAUSE_WRITE (arlm/formats.py), which stops each write with its new file written but
-not yet renamed into place; the trial lets a random number of writes through, then kills the
-run at the next one. tests/test_slow.py runs it in CI.
+The run saves at every update (--eval-every 1), each snapshot written in the background while
+training goes on. Even trials kill at a random moment (start-up, training, evaluation, saving).
+Odd trials kill mid-write, every time: the run gets the test hook ARLM_TEST_PAUSE_WRITE
+(arlm/formats.py), which stops each write with its new file written but not yet renamed into
+place (training goes on until the next save waits for it); the trial lets a random number of
+writes through, then kills the run at the next one. tests/test_slow.py runs it in CI.
 """
 
 from __future__ import annotations
