@@ -348,7 +348,13 @@ def train(
         typer.Option(help="The learning rate after warmup."),
     ] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient norm clip; 0: off.")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Steps between evaluations.")] = None,
+    eval_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps between evaluations. \\[default: a multiple of 200 steps once evaluating "
+            "and saving stay under 5% of the time]"
+        ),
+    ] = None,
     patience: Annotated[
         int | None, typer.Option(help="Stop after this many evaluations without progress.")
     ] = None,
@@ -357,7 +363,13 @@ def train(
         float | None,
         typer.Option(help="Passes over the data (none with --max-steps or --time-budget alone)."),
     ] = None,
-    time_budget: Annotated[str | None, typer.Option(help="Stop after e.g. 90s, 10m, 1h.")] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Wall time, e.g. 90s, 10m, 1h; the last evaluation and save end inside it "
+            "(on --resume: all runs together)."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Same seed, same run (same device).")] = None,
     device: Annotated[
         Literal["auto", "cpu", "cuda", "mps"] | None, typer.Option(help="Where to train.")

@@ -206,23 +206,6 @@ def test_epochs_stop_at_the_first_update_that_completes_them(epochs, steps):
     assert [r.progress for r in updates] == pytest.approx([min(1, p / epochs) for p in passes])
 
 
-def test_time_budget_stops_when_the_training_time_is_spent(monkeypatch):
-    """A clock that moves half a second at each reading: each update takes 0.5 s."""
-    import types
-
-    from arlm import train as train_module
-
-    clock = iter(range(10**6))
-    fake = types.SimpleNamespace(perf_counter=lambda: next(clock) / 2)
-    monkeypatch.setattr(train_module, "time", fake)
-    trainer = trainer_for("gru", steps=None, time_budget=5.0, warmup_steps=0)
-    records = list(trainer.run())
-    assert records[-1] == StopRecord(10, "time budget")  # 10 updates of 0.5 s
-    updates = [r for r in records if isinstance(r, StepRecord)]
-    assert [r.elapsed for r in updates] == [0.5 * (i + 1) for i in range(10)]
-    assert [r.progress for r in updates] == pytest.approx([0.1 * (i + 1) for i in range(10)])
-
-
 def first_update(**config) -> tuple[StepRecord, list[torch.Tensor]]:
     """The record of one plain SGD update (lr 1: no momentum, decay or warmup) and the
     gradients it applied (the weights' change)."""
