@@ -4,6 +4,7 @@ the learning curve and the progress display. The trainer itself prints and write
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import time
@@ -110,14 +111,18 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ArlmError(f"cannot create the checkpoint folder {out}: {error.strerror}") from None
+    aside = out / f".{checkpoint.DATASET}.tmp-{os.getpid()}"  # the old run's dataset, for now
     try:
-        dataset = path if source is None else _tokenize(path, source, out, console)
+        dataset = path if source is None else _tokenize(path, source, out, aside, console)
         trainer = _new_trainer(values, model_config, train_config, dataset, world)
-    except BaseException:  # leave nothing behind
+    except BaseException:  # leave nothing behind, and the old run as it was
         if created:
             shutil.rmtree(out, ignore_errors=True)
         elif empty:
             checkpoint.clear(out)
+        elif aside.is_dir():
+            shutil.rmtree(out / checkpoint.DATASET, ignore_errors=True)
+            aside.rename(out / checkpoint.DATASET)
         raise
     checkpoint.clear(out, keep=dataset)  # --force: the old run goes once this one can start
     shutil.copyfile(dataset / "tokenizer.model", out / checkpoint.TOKENIZER)
@@ -168,8 +173,9 @@ def _text_source(path: Path) -> data.Source:
     return source
 
 
-def _tokenize(path: Path, source: data.Source, out: Path, console: Console) -> Path:
-    """A text file tokenized (characters) into OUT/dataset, unless that is done already."""
+def _tokenize(path: Path, source: data.Source, out: Path, aside: Path, console: Console) -> Path:
+    """A text file tokenized (characters) into OUT/dataset, unless that is done already. An
+    older dataset there is moved to `aside`: the old run keeps it until this one can start."""
     target = out / checkpoint.DATASET
     if target.is_dir():
         try:
@@ -178,6 +184,7 @@ def _tokenize(path: Path, source: data.Source, out: Path, console: Console) -> P
                 return target
         except Exception:  # a damaged leftover: tokenize again
             pass
+        target.rename(aside)
     console.print(f"tokenizing {path} (characters, 10% for validation) into {target}")
     data.build(target, [source], model_type="char", force=True)
     return target
@@ -216,8 +223,11 @@ def _resume(folder: Path, values: dict, world: World) -> tuple[Trainer, Path, Pa
     trainer = _trainer(model, dataset, meta, train_config, world)
     trainer.load_state_dict(state)
     if world.main:
-        for leftover in folder.glob(".*.tmp-*"):  # files a killed run was writing
-            leftover.unlink(missing_ok=True)
+        for leftover in folder.glob(".*.tmp-*"):  # files a killed run was writing or set aside
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         checkpoint.rewind_metrics(folder, trainer.step)  # records logged after the snapshot
     return trainer, folder, dataset
 

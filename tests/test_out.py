@@ -133,6 +133,20 @@ def test_force_over_a_checkpoint_of_a_text_file(work):
     assert sorted(p.name for p in ck.iterdir()) == sorted(checkpoint.FILES)
 
 
+def test_a_force_that_cannot_start_leaves_the_old_run_and_its_dataset(work):
+    """--data a new text file over a checkpoint of another text: its dataset is rebuilt, but the
+    old one comes back when the new run fails to start (here: damaged --init-embeddings)."""
+    ck = work / "ck_text"
+    assert run_arlm("train", "--data", work / "corpus.txt", "--out", ck, *RUN).code == 0
+    before = state_of(ck)
+    (work / "bad.emb").write_text("junk\n")
+    args = ["--data", work / "other.txt", "--out", ck, *RUN, "--force"]
+    result = run_arlm("train", *args, "--init-embeddings", work / "bad.emb")
+    assert result.code != 0 and "error:" in result.stderr, result.stderr
+    assert state_of(ck) == before
+    assert run_arlm("train", "--resume", ck, "--max-steps", "3").code == 0
+
+
 def test_an_empty_folder_is_a_fine_out(work):
     (work / "empty").mkdir()
     assert run_arlm("train", "--data", work / "ds", "--out", work / "empty", *RUN).code == 0
