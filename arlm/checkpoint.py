@@ -93,14 +93,26 @@ def clear(folder: Path, keep: Path | None = None) -> None:
     """Delete what arlm wrote in the checkpoint `folder`, except the folder `keep` (the dataset
     a new run trains on); a file arlm did not write stays, whatever its name."""
     for entry in Path(folder).iterdir():
-        if not _owned(entry) or (keep is not None and entry.resolve() == keep.resolve()):
-            continue
-        if entry.is_dir():
-            for child in entry.iterdir():
-                child.unlink()
-            entry.rmdir()
-        else:
-            entry.unlink()
+        if _owned(entry) and (keep is None or entry.resolve() != keep.resolve()):
+            _delete(entry)
+
+
+def clear_leftovers(folder: Path) -> None:
+    """Delete what a killed run left in the checkpoint `folder` while writing (or what a failed
+    start set aside): arlm's own leftovers only, whatever else the folder holds."""
+    for entry in Path(folder).iterdir():
+        if _LEFTOVER.fullmatch(entry.name) and _owned(entry):
+            _delete(entry)
+
+
+def _delete(entry: Path) -> None:
+    """A file, or a folder of files (what `_owned` accepts)."""
+    if entry.is_dir():
+        for child in entry.iterdir():
+            child.unlink()
+        entry.rmdir()
+    else:
+        entry.unlink()
 
 
 # -- checksummed tensor files -----------------------------------------------------------------

@@ -223,11 +223,7 @@ def _resume(folder: Path, values: dict, world: World) -> tuple[Trainer, Path, Pa
     trainer = _trainer(model, dataset, meta, train_config, world)
     trainer.load_state_dict(state)
     if world.main:
-        for leftover in folder.glob(".*.tmp-*"):  # files a killed run was writing or set aside
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+        checkpoint.clear_leftovers(folder)  # what a killed run was writing or set aside
         checkpoint.rewind_metrics(folder, trainer.step)  # records logged after the snapshot
     return trainer, folder, dataset
 

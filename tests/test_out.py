@@ -179,3 +179,15 @@ def test_an_empty_out_is_left_empty_when_the_run_cannot_start(work):
     result = run_arlm("train", *args)  # refused once the text is tokenized into --out
     assert result.code == 2 and "too few" in result.stderr, result.stderr
     assert list((work / "empty").iterdir()) == []
+
+
+def test_resume_clears_what_a_killed_run_left_and_nothing_else(work):
+    ck = work / "ck"
+    (ck / f".{checkpoint.LAST}.tmp-123").write_bytes(b"half a snapshot")
+    (ck / f".{checkpoint.DATASET}.tmp-7").mkdir()  # a dataset a failed start set aside
+    (ck / f".{checkpoint.DATASET}.tmp-7" / "train.bin").write_bytes(b"\0\1")
+    (ck / ".notes.tmp-5").write_text("the user's own file, whatever its name\n")
+    result = run_arlm("train", "--resume", ck, "--max-steps", "3")
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in ck.iterdir() if p.name.startswith(".")) == [".notes.tmp-5"]
+    assert (ck / ".notes.tmp-5").read_text() == "the user's own file, whatever its name\n"
