@@ -67,11 +67,10 @@ def _train(
 def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n: int) -> None:
     """What can be refused before `--nproc N` starts N processes."""
     values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
-    saved = checkpoint.read_config(resume)["train"] if resume else {}
-    config = settings.train_config(values, TrainConfig.from_dict(saved) if saved else None)
+    saved = checkpoint.read_config(resume) if resume else None
+    config = settings.train_config(values, TrainConfig.from_dict(saved["train"]) if saved else None)
     distributed.check_split(config.batch_size, n)
-    saved_kind = checkpoint.read_config(resume)["model"]["kind"] if resume else None
-    kind = saved_kind or settings.model_config(values).kind
+    kind = saved["model"]["kind"] if saved else settings.model_config(values).kind
     # refused here once, not by each of the N processes
     if kind == "ngram":
         raise UsageError("--model ngram counts the text in one process: drop --nproc")
@@ -357,8 +356,8 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
         task = progress.add_task("training", total=1000, status="")
         for record in trainer.run():
             writer.check()  # a failed write stops the run at once, not at the next save
-            if writer.estimate():  # the time budget keeps this long for the last write
-                trainer.write_seconds = writer.estimate()
+            if estimate := writer.estimate():  # the time budget keeps this long for the last write
+                trainer.write_seconds = estimate
             if isinstance(record, StepRecord):
                 window.append(record)
                 if record.skipped:
