@@ -178,14 +178,21 @@ class FusedLM(RecurrentLM):
         return self.output(h), state  # (B, T, V)
 
     def features(
-        self, ids: Tensor, state: State | None = None, lengths: Tensor | None = None
-    ) -> tuple[Tensor, State]:
+        self,
+        ids: Tensor,
+        state: State | None = None,
+        lengths: Tensor | None = None,
+        raw: bool = False,
+    ) -> tuple[Tensor, State] | tuple[Tensor, State, Tensor]:
         """What the output layer reads: (B, T, H), dropout applied. Training takes the loss
         from here through the output layer block by block (arlm.loss), never whole logits.
 
         With `lengths` (B,), row b holds a sequence of lengths[b] ids followed by padding: the
         rows are packed, so the recurrent layer never reads a pad (features there are zero),
         and the state returned is each row's state at its own last id.
+
+        With `raw`, also the last layer's output before the output dropout (B, T, H): what
+        activation regularisation (AR, TAR; Merity et al., 2017) penalises.
         """
         if state is None:
             state = self.init_state(ids.shape[0])
@@ -195,7 +202,8 @@ class FusedLM(RecurrentLM):
         h, new = self.rnn(x, state if len(state) > 1 else state[0])  # h: (B, T, H)
         if lengths is not None:
             h, _ = pad_packed_sequence(h, batch_first=True, total_length=ids.shape[1])
-        return self.drop(h), (tuple(new) if isinstance(new, tuple) else (new,))
+        new = tuple(new) if isinstance(new, tuple) else (new,)
+        return (self.drop(h), new, h) if raw else (self.drop(h), new)
 
     def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:
         return FusedStepper(self, batch_size)
