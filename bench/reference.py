@@ -74,10 +74,17 @@ class ReferenceTrainer:
         self.data = batchify(train_ids, batch_size).to(self.device)
         self.batch_size, self.bptt, self.lr, self.clip = batch_size, bptt, lr, clip
         self.position, self.hidden = 0, self.model.init_hidden(batch_size)
+        self.epoch, self.best_loss = 0, math.inf
+
+    @property
+    def pass_done(self) -> bool:
+        """The training data has been read to its end: the next step starts a new pass."""
+        return self.position + 1 >= self.data.size(0)
 
     def step(self) -> float:
-        if self.position + 1 >= self.data.size(0):
+        if self.pass_done:
             self.position, self.hidden = 0, self.model.init_hidden(self.batch_size)
+            self.epoch += 1
         length = min(self.bptt, self.data.size(0) - 1 - self.position)
         inputs = self.data[self.position : self.position + length]
         targets = self.data[self.position + 1 : self.position + 1 + length].reshape(-1)
@@ -101,6 +108,14 @@ class ReferenceTrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()  # the steps were only queued: wait for the last to end
         return seen, time.perf_counter() - started
+
+    def end_of_epoch(self, val_loss: float) -> None:
+        """word_language_model's schedule: after each pass, the learning rate is divided by 4
+        if the validation loss did not improve on the best so far."""
+        if val_loss < self.best_loss:
+            self.best_loss = val_loss
+        else:
+            self.lr /= 4.0
 
     @torch.no_grad()
     def evaluate(self, ids: np.ndarray, batch_size: int = 10) -> float:

@@ -138,3 +138,34 @@ def test_the_gpu_check_measures_every_figure_on_the_cpu(tmp_path):
     for figure, (measured, target, met) in figures.items():
         assert any(c.isdigit() for c in measured) and any(c.isdigit() for c in target), figure
         assert met in ("yes", "**missed**"), figure
+
+
+def test_reference_divides_its_rate_by_four_when_a_pass_does_not_improve():
+    ids = np.arange(90, dtype=np.uint16) % 7
+    trainer = ReferenceTrainer(ids, 7, 4, 8, 1, 0.0, batch_size=2, bptt=10, lr=20.0)
+    passes = 0
+    for _ in range(12):  # 44 targets a row: a pass is 5 steps
+        if trainer.pass_done:
+            passes += 1
+        trainer.step()
+    assert passes == 2 and trainer.epoch == 2
+    for loss, lr in ((5.0, 20.0), (4.0, 20.0), (4.5, 5.0), (4.0, 1.25), (3.9, 1.25)):
+        trainer.end_of_epoch(loss)
+        assert trainer.lr == lr
+
+
+def test_summary_table_has_the_word_level_figure():
+    result = {
+        "minutes": 10.0,
+        "arlm_recipe": "words",
+        "arlm_tokens": 9_000_000,
+        "reference_tokens": 2_000_000,
+        "arlm_val_perplexity_per_word": 120.0,
+        "reference_val_perplexity_per_word": 200.0,
+        "ratio": 0.6,
+        "met": True,
+    }
+    row = rows_of(table({8: result}))
+    (name,) = row
+    assert name.startswith("8. word-level") and "120.0 (recipe words" in row[name][0]
+    assert row[name][1:] == ["<= 0.70x", "yes"]
