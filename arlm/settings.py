@@ -23,6 +23,11 @@ MODEL_FIELDS = {
     "input": "input",
     "nonlinearity": "nonlinearity",
     "jordan_decay": "jordan_decay",
+    "dropout_input": "dropout_input",
+    "dropout_hidden": "dropout_hidden",
+    "dropout_output": "dropout_output",
+    "dropout_embedding": "dropout_embedding",
+    "weight_drop": "weight_drop",
     "order": "order",
     "states": "states",
 }

@@ -38,6 +38,13 @@ class ModelConfig:
     input: str = "embedding"  # embedding | one-hot
     nonlinearity: str = "tanh"  # elman only: tanh | relu
     jordan_decay: float = 0.5  # jordan only: a in c_t = a * c_{t-1} + y_{t-1}
+    # The AWD-LSTM regularisers (Merity et al., 2017), fused kinds only. A locked dropout left
+    # at None keeps --dropout's plain dropout in its place; 0 turns that place's dropout off.
+    dropout_input: float | None = None  # locked dropout on the embeddings
+    dropout_hidden: float | None = None  # locked dropout between recurrent layers
+    dropout_output: float | None = None  # locked dropout on the last layer's output
+    dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
     order: int = 3  # ngram only: N, the tokens of each n-gram
     states: int = 32  # hmm only: K hidden states
 
@@ -70,6 +77,7 @@ class ModelConfig:
             raise UsageError(f"--nonlinearity must be tanh or relu, got {self.nonlinearity!r}")
         if not 0 <= self.jordan_decay < 1:
             raise UsageError(f"--jordan-decay must be in [0, 1), got {self.jordan_decay}")
+        self._check_regularisers()
         if self.tie_weights and self.input == "one-hot":
             raise UsageError("--tie-weights needs --input embedding (one-hot has no weights)")
         if self.tie_weights and self.embedding_dim != self.hidden_size:
@@ -77,6 +85,47 @@ class ModelConfig:
                 "--tie-weights needs --embedding-dim equal to --hidden-size "
                 f"(got {self.embedding_dim} and {self.hidden_size})"
             )
+
+    def _check_regularisers(self) -> None:
+        for name in REGULARISERS:
+            value, flag = getattr(self, name), "--" + name.replace("_", "-")
+            if value is None:
+                continue
+            if not 0 <= value < 1:
+                raise UsageError(f"{flag} must be in [0, 1), got {value}")
+            if value == self.__dataclass_fields__[name].default:
+                continue
+            if not (self.kind in REGISTRY and issubclass(REGISTRY[self.kind], FusedLM)):
+                raise UsageError(f"{flag} needs a fused model (elman, lstm, gru), not {self.kind}")
+            if self.input == "one-hot" and name in ("dropout_input", "dropout_embedding"):
+                raise UsageError(
+                    f"{flag} needs --input embedding (one-hot inputs are never dropped)"
+                )
+
+
+REGULARISERS = (
+    "dropout_input",
+    "dropout_hidden",
+    "dropout_output",
+    "dropout_embedding",
+    "weight_drop",
+)
+
+
+def locked_dropout(x: Tensor, p: float | None, training: bool) -> Tensor:
+    """Variational dropout (Gal & Ghahramani, 2016): one mask per row, the same at every step,
+    so a unit dropped for a sequence stays dropped for all of it. (B, T, D) -> (B, T, D)"""
+    if not training or not p:
+        return x
+    mask = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - p)
+    return x * mask / (1 - p)
+
+
+def embedding_dropout(weight: Tensor, p: float) -> Tensor:
+    """Whole words dropped: rows of the (V, E) matrix zeroed, so a dropped word reads as zeros
+    wherever it occurs in the batch; the kept rows are scaled by 1 / (1 - p) (AWD-LSTM)."""
+    mask = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p)
+    return weight * mask / (1 - p)
 
 
 class OneHot(nn.Module):
@@ -152,7 +201,12 @@ class RecurrentLM(nn.Module):
 
 class FusedLM(RecurrentLM):
     """A model whose core is one of PyTorch's fused recurrent layers (oneDNN on the CPU, cuDNN
-    on GPUs): 5-20x faster than a Python loop over time steps."""
+    on GPUs): 5-20x faster than a Python loop over time steps.
+
+    The AWD-LSTM regularisers keep the fused kernels: the dropped hidden-to-hidden weights are
+    handed to the fused layer in place of its own (torch.func.functional_call), and locked
+    dropout between layers runs the layers one at a time, each still one fused call.
+    """
 
     layer: type[nn.RNNBase]
 
@@ -166,6 +220,11 @@ class FusedLM(RecurrentLM):
             dropout=config.dropout if config.num_layers > 1 else 0.0,  # between layers only
             **self.layer_options(),
         )
+        self.layers = []  # one-layer views of self.rnn: a plain list, so no parameters of its own
+        if config.dropout_hidden is not None and config.num_layers > 1:
+            sizes = [self.input_size] + [config.hidden_size] * (config.num_layers - 1)
+            options = dict(batch_first=True, device="meta", **self.layer_options())
+            self.layers = [self.layer(size, config.hidden_size, 1, **options) for size in sizes]
 
     def layer_options(self) -> dict:
         return {}
@@ -197,13 +256,57 @@ class FusedLM(RecurrentLM):
         if state is None:
             state = self.init_state(ids.shape[0])
         x = self.input_vectors(ids)  # (B, T, E)
-        if lengths is not None:
-            x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        h, new = self.rnn(x, state if len(state) > 1 else state[0])  # h: (B, T, H)
-        if lengths is not None:
-            h, _ = pad_packed_sequence(h, batch_first=True, total_length=ids.shape[1])
-        new = tuple(new) if isinstance(new, tuple) else (new,)
-        return (self.drop(h), new, h) if raw else (self.drop(h), new)
+        h, new = self.recurrent(x, state, lengths)  # (B, T, H)
+        dropped = self.dropout(h, self.config.dropout_output)
+        return (dropped, new, h) if raw else (dropped, new)
+
+    def input_vectors(self, ids: Tensor) -> Tensor:
+        """Embeddings, dropped as the config says (whole words, then plain or locked dropout);
+        one-hot vectors as they are. (B, T, input_size)"""
+        config = self.config
+        if config.input == "one-hot":
+            return self.input(ids)
+        if self.training and config.dropout_embedding:
+            x = F.embedding(ids, embedding_dropout(self.input.weight, config.dropout_embedding))
+        else:
+            x = self.input(ids)
+        return self.dropout(x, config.dropout_input)
+
+    def dropout(self, x: Tensor, p: float | None) -> Tensor:
+        """--dropout's plain dropout where `p` is None, else locked dropout with `p`."""
+        return self.drop(x) if p is None else locked_dropout(x, p, self.training)
+
+    def recurrent(self, x: Tensor, state: State, lengths: Tensor | None) -> tuple[Tensor, State]:
+        """The recurrent layers: x (B, T, E) -> (B, T, H) and the new state ((L, B, H) each)."""
+        weights = self.recurrent_weights()
+        if not self.layers:  # all layers in one call; between them nn.RNNBase's own dropout
+            return run_fused(self.rnn, weights, x, state, lengths)
+        news = []
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = locked_dropout(x, self.config.dropout_hidden, self.training)
+            own = {f"{name}_l0": weights[f"{name}_l{i}"] for name in WEIGHT_NAMES}
+            x, new = run_fused(layer, own, x, tuple(s[i : i + 1] for s in state), lengths)
+            news.append(new)
+        return x, tuple(torch.cat(parts) for parts in zip(*news, strict=True))
+
+    def recurrent_weights(self) -> dict[str, Tensor]:
+        """The weights to hand the fused layer in place of its own, by parameter name: none
+        when nothing changes them; in training with --weight-drop, each hidden-to-hidden
+        matrix with a fresh DropConnect mask (Wan et al., 2013): the same dropped connections
+        at every step and in every row, so the recurrence itself is regularised."""
+        rnn, p = self.rnn, self.config.weight_drop
+        weights = {}
+        if self.layers:
+            weights = {
+                f"{n}_l{i}": getattr(rnn, f"{n}_l{i}")
+                for n in WEIGHT_NAMES
+                for i in range(rnn.num_layers)
+            }
+        if self.training and p:
+            for i in range(rnn.num_layers):
+                weights[f"weight_hh_l{i}"] = F.dropout(getattr(rnn, f"weight_hh_l{i}"), p)
+        return weights
 
     def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:
         return FusedStepper(self, batch_size)
@@ -211,6 +314,25 @@ class FusedLM(RecurrentLM):
     def cell(self, gi: Tensor, gh: Tensor, state: State) -> State:
         """One step of one layer from its input and hidden projections (B, G) each."""
         raise NotImplementedError
+
+
+WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def run_fused(
+    rnn: nn.RNNBase, weights: dict[str, Tensor], x: Tensor, state: State, lengths: Tensor | None
+) -> tuple[Tensor, State]:
+    """One call of a fused layer, with `weights` in place of its own parameters of those names
+    (the call still goes to the fused kernel). x (B, T, E) -> (B, T, H), state (L, B, H) each.
+    With `lengths`, the rows are packed so the layer never reads a pad (see features)."""
+    steps = x.shape[1]
+    if lengths is not None:
+        x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    hx = state if len(state) > 1 else state[0]
+    h, new = torch.func.functional_call(rnn, weights, (x, hx)) if weights else rnn(x, hx)
+    if lengths is not None:
+        h, _ = pad_packed_sequence(h, batch_first=True, total_length=steps)
+    return h, (tuple(new) if isinstance(new, tuple) else (new,))
 
 
 class ElmanLM(FusedLM):
