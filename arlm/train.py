@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,8 @@ EVAL_SHARE = 0.05
 # the side of finishing inside the time budget.
 FORWARD_SPEEDUP = 2.0
 STOP_REASONS = (None, "interrupted", "max steps", "epochs", "time budget", "patience")
+OPTIMIZERS = ("adamw", "sgd", "nt-asgd")
+SCHEDULES = ("cosine", "constant", "plateau")
 
 
 @dataclass
@@ -51,13 +54,19 @@ class TrainConfig:
     batch_size: int = 32  # parallel streams B
     k1: int = 64  # tokens between updates
     k2: int | None = None  # tokens backpropagated (>= k1); None: k1
-    optimizer: str = "adamw"  # adamw | sgd
+    optimizer: str = "adamw"  # adamw | sgd | nt-asgd (SGD, then averaged: see Averager)
+    nonmono: int = 5  # nt-asgd: evaluations that may pass without beating the best before them
     lr: float = 3e-3
     weight_decay: float = 0.01
+    embedding_decay: bool = True  # False: no weight decay on the embedding (nor a tied output)
     warmup_steps: int = 50
-    schedule: str = "cosine"  # cosine | constant
+    schedule: str = "cosine"  # cosine | constant | plateau
     min_lr_ratio: float = 0.1  # cosine decays to lr * this
+    plateau_factor: float = 4.0  # plateau: lr divided by this at each evaluation not the best
     clip: float = 1.0  # gradient norm clipping; 0 turns it off
+    ar: float = 0.0  # activation regularisation: ar * mean(h^2) of the last layer's output
+    tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1})^2), before output dropout
+    bptt_jitter: bool = False  # stream only: each window's length drawn around k1 (AWD-LSTM)
     eval_every: int | None = None  # steps; None: at most EVAL_SHARE of the time (see above)
     patience: int | None = None  # evaluations without improvement before stopping
     max_steps: int | None = None
@@ -83,7 +92,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
     def check(self) -> None:
-        positive = ("batch_size", "k1", "eval_every")
+        positive = ("batch_size", "k1", "eval_every", "nonmono")
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive")
@@ -95,8 +104,10 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.lr <= 0 or self.weight_decay < 0 or self.clip < 0 or self.warmup_steps < 0:
             raise UsageError("--lr must be positive; --weight-decay, --clip, --warmup >= 0")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise UsageError(f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer must be adamw, sgd or nt-asgd, got {self.optimizer!r}")
+        if self.ar < 0 or self.tar < 0:
+            raise UsageError(f"--ar and --tar must be >= 0, got {self.ar} and {self.tar}")
         if self.sequences not in ("stream", *seqs.UNITS):
             raise UsageError(
                 f"--sequences must be stream, lines or documents, got {self.sequences!r}"
@@ -105,8 +116,14 @@ class TrainConfig:
             raise UsageError(f"--padding must be pre or post, got {self.padding!r}")
         if self.max_length is not None and self.max_length < 1:
             raise UsageError(f"--max-length must be positive, got {self.max_length}")
-        if self.schedule not in ("cosine", "constant"):
-            raise UsageError(f"--schedule must be cosine or constant, got {self.schedule!r}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(
+                f"--schedule must be cosine, constant or plateau, got {self.schedule!r}"
+            )
+        if self.plateau_factor < 1:
+            raise UsageError(f"--plateau-factor must be at least 1, got {self.plateau_factor}")
+        if self.sequences != "stream" and (self.ar or self.tar or self.bptt_jitter):
+            raise UsageError("--ar, --tar and --bptt-jitter train on a stream: drop --sequences")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
             raise UsageError("give a way to stop: --max-steps, --epochs or --time-budget")
 
@@ -363,20 +380,167 @@ def tbptt_loss(
     `forward` returns logits, or, when `output` is given, the features that `output` turns
     into logits: then the loss goes through it block by block (arlm.loss).
     """
-    carry = window.carry
+    outputs, carried = run_window(forward, inputs, state, window.carry)
+    start = window.loss_start
+    return counted_loss(outputs[0][:, start:], targets[:, start:], output), carried
+
+
+def run_window(
+    forward: Callable[..., tuple], inputs: torch.Tensor, state: State, carry: int
+) -> tuple[list[torch.Tensor], State]:
+    """Run a window from `state`: what `forward` returns along time (its first value and any
+    after the state: (B, T, .) each), and the state at column `carry`, to carry on."""
+
+    def run(x: torch.Tensor, s: State) -> tuple[list[torch.Tensor], State]:
+        out, new, *more = forward(x, s)
+        return [out, *more], new
+
     if carry == 0:
-        out, carried = forward(inputs, state)[0], state
-    elif carry >= inputs.shape[1]:
-        out, carried = forward(inputs, state)
-    else:
-        head, carried = forward(inputs[:, :carry], state)
-        tail, _ = forward(inputs[:, carry:], carried)
-        out = torch.cat([head, tail], dim=1)  # (B, T, V) or (B, T, H)
-    counted = out[:, window.loss_start :].flatten(0, 1)
-    wanted = targets[:, window.loss_start :].flatten()
+        return run(inputs, state)[0], state
+    if carry >= inputs.shape[1]:
+        return run(inputs, state)
+    head, carried = run(inputs[:, :carry], state)
+    tail, _ = run(inputs[:, carry:], carried)
+    return [torch.cat(pair, dim=1) for pair in zip(head, tail, strict=True)], carried
+
+
+def counted_loss(
+    out: torch.Tensor, targets: torch.Tensor, output: torch.nn.Linear | None
+) -> torch.Tensor:
+    """Mean cross-entropy of logits (B, T, V), or of features (B, T, H) through `output`."""
+    out, targets = out.flatten(0, 1), targets.flatten()
     if output is not None:
-        return linear_cross_entropy(counted, output.weight, output.bias, wanted), carried
-    return F.cross_entropy(counted.float(), wanted), carried
+        return linear_cross_entropy(out, output.weight, output.bias, targets)
+    return F.cross_entropy(out.float(), targets)
+
+
+def counted_columns(window: Window) -> int:
+    """The targets of each row that count in this window's loss: the columns it moves on."""
+    return window.targets.shape[1] - window.loss_start
+
+
+# -- the AWD-LSTM training recipe (Merity et al., 2018, "Regularizing and Optimizing LSTM ------
+# -- Language Models"): activation penalties, jittered windows, averaged SGD ------------------
+
+
+@dataclass
+class ActivationPenalty:
+    """AR and TAR (Merity et al., 2017, "Revisiting Activation Regularization for Language
+    RNNs"), added to the loss that is optimised, never to the one reported:
+
+        ar * mean(h_dropped^2)                  large outputs cost: the output layer sees them
+        tar * mean((h_t - h_{t-1})^2)           abrupt changes of the raw output cost
+
+    over the last recurrent layer's output at the counted columns of a window, (B, T, H) each.
+    """
+
+    ar: float
+    tar: float
+
+    def __call__(self, dropped: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        penalty = self.ar * dropped.float().pow(2).mean()
+        if raw.shape[1] > 1:  # one column has no change to penalise
+            penalty = penalty + self.tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        return penalty
+
+
+JITTER_SD = 5.0  # tokens: AWD-LSTM's spread of window lengths
+JITTER_HALF = 0.05  # how often a window is centred on k1 / 2 instead
+JITTER_ABOVE = 20  # the longest window is k1 + this: AWD-LSTM notes that a rare long draw can
+# run out of memory
+
+
+def jitter_length(k1: int, rng: np.random.Generator) -> int:
+    """A window length as AWD-LSTM draws it: normal around k1 (around k1 / 2 one time in
+    twenty) with a spread of 5 tokens, cut to [min(5, k1), k1 + 20]. Varying the length moves
+    the window edges, so every token is, across passes, predicted from more than one history
+    length instead of the same k1 - j tokens every pass."""
+    centre = k1 if rng.random() >= JITTER_HALF else k1 / 2
+    return int(np.clip(rng.normal(centre, JITTER_SD), min(5, k1), k1 + JITTER_ABOVE))
+
+
+class Averager:
+    """NT-ASGD's average of the weights (Merity et al., 2018): SGD until validation stops
+    improving, then the running mean of the weights after each update since. The mean is what
+    is evaluated and kept as the best model: an average of the last part of an SGD path is
+    closer to the minimum than the points of the path, which jitter around it (Polyak and
+    Juditsky, 1992). torch.optim.ASGD with t0=0, lambd=0 (AWD-LSTM's) computes the same, but
+    as an optimizer of its own; kept apart, the update rule and its state stay SGD's.
+
+    Averaging starts at the first evaluation worse than the best of those before the last
+    `nonmono`: a non-monotone trigger, which a few noisy evaluations do not set off.
+    """
+
+    def __init__(self, params: list[torch.Tensor], nonmono: int) -> None:
+        self.params, self.nonmono = params, nonmono
+        self.history: list[float] = []  # the validation losses until averaging started
+        self.mean: list[torch.Tensor] = []  # empty until averaging starts
+        self.count = 0  # updates averaged
+        self.raw: list[torch.Tensor] = []  # the trained weights while the mean is swapped in
+
+    @property
+    def started(self) -> bool:
+        return bool(self.mean)
+
+    def observe(self, loss: float) -> None:
+        """One evaluation's loss: averaging starts if it is worse than the best before the
+        last `nonmono` evaluations."""
+        if self.started or not self.params:
+            return
+        earlier = self.history[: max(0, len(self.history) - self.nonmono)]
+        if earlier and loss > min(earlier):
+            self.mean = [p.detach().clone() for p in self.params]
+        self.history.append(loss)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """After each update, once started: mean_n = mean_(n-1) + (w - mean_(n-1)) / n."""
+        if self.started:
+            self.count += 1
+            for mean, p in zip(self.mean, self.params, strict=True):
+                mean.lerp_(p, 1 / self.count)  # a weight of 1 copies w exactly
+
+    @contextlib.contextmanager
+    def swapped(self) -> Iterator[None]:
+        """The mean in the model's weights inside the block, the trained ones after it."""
+        if not self.started:
+            yield
+            return
+        self.raw = [p.detach().clone() for p in self.params]
+        _copy_into(self.params, self.mean)
+        try:
+            yield
+        finally:
+            _copy_into(self.params, self.raw)
+            self.raw = []
+
+    def state_dict(self) -> dict:
+        """`raw` is there while the mean is swapped in: the model's weights saved beside this
+        state are the mean then, and loading puts the trained ones back."""
+        return {
+            "history": list(self.history),
+            "count": self.count,
+            "mean": self.mean,
+            "raw": self.raw,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.count = list(state["history"]), state["count"]
+        self.mean = [p.detach().clone() for p in self.params] if state["mean"] else []
+        _copy_into(self.mean, state["mean"])
+        _copy_into(self.params, state["raw"])  # empty unless saved while swapped
+
+
+@torch.no_grad()
+def _copy_into(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+    for p, value in zip(params, values, strict=True):
+        p.copy_(value)
+
+
+def _embeddings(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The input embedding matrix, if the model has one (one-hot inputs and the HMM do not)."""
+    embedding = getattr(model, "input", None)
+    return [embedding.weight] if isinstance(embedding, torch.nn.Embedding) else []
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -449,6 +613,14 @@ class Trainer:
         # what a window is run through, `forward` the same, compiled when asked
         self.output = model.output if hasattr(model, "features") else None
         self.base = model.features if self.output is not None else model
+        self.penalty = ActivationPenalty(config.ar, config.tar) if config.ar or config.tar else None
+        if self.penalty and self.output is None:
+            raise UsageError(
+                f"--ar and --tar penalise a recurrent layer's output, which --model "
+                f"{model.config.kind} does not expose: drop them or pick lstm, gru or elman"
+            )
+        if self.penalty:  # the output before dropout too, for TAR
+            self.base = functools.partial(model.features, raw=True)
         self.forward = torch.compile(self.base) if config.compile else self.base
         self.loss = _Loss(self.model, self._loss)  # one update's loss, as a module
         if self.world.active:  # gradients averaged over the processes by DDP
@@ -456,6 +628,13 @@ class Trainer:
         self.step = self.epoch = self.position = self.tokens = self.clip_count = 0
         self.bad_steps = self.rollbacks = 0
         self.lr_scale = 1.0  # halved at each rollback after non-finite losses
+        self.lr_cuts = 0  # --schedule plateau: evaluations that did not improve, each a cut
+        # nt-asgd: the average of the weights, once validation stops improving
+        self.averager = (
+            Averager(list(model.parameters()), config.nonmono)
+            if config.optimizer == "nt-asgd"
+            else None
+        )
         self._good: tuple[dict, dict] | None = None  # the state a rollback returns to
         self.elapsed = 0.0  # wall time, this run's and the runs' before it
         self.clock: Callable[[], float] = time.perf_counter  # tests give a fake one
@@ -474,14 +653,18 @@ class Trainer:
         self._stop_reason: str | None = None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        # weight decay on matrices only: decaying biases and norms just hurts
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        rest = [p for p in self.model.parameters() if p.dim() < 2]
+        # weight decay on matrices only: decaying biases and norms just hurts; and, with
+        # embedding_decay off, not on the embedding, whose rare words' rows it would wear away
+        # between the updates that reach them (a tied output matrix is the same tensor)
+        spared = set() if self.config.embedding_decay else {id(p) for p in _embeddings(self.model)}
+        decay, rest = [], []
+        for p in self.model.parameters():
+            (decay if p.dim() >= 2 and id(p) not in spared else rest).append(p)
         groups = [
             {"params": decay, "weight_decay": self.config.weight_decay},
             {"params": rest, "weight_decay": 0.0},
         ]
-        if self.config.optimizer == "sgd":
+        if self.config.optimizer in ("sgd", "nt-asgd"):  # nt-asgd: SGD, averaged (Averager)
             return torch.optim.SGD(groups, lr=self.config.lr, fused=True)
         # fused: one kernel for the whole update instead of a dozen passes over each tensor
         return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99), fused=True)
@@ -546,11 +729,14 @@ class Trainer:
         return min(1.0, max(fractions))
 
     def learning_rate(self) -> float:
+        """Linear warmup, then cosine down to lr * min_lr_ratio along `progress()`, constant,
+        or plateau: lr divided by plateau_factor at each evaluation that is not the best yet
+        (pytorch/examples' word_language_model; the cuts apply during warmup too)."""
         c = self.config
-        lr = c.lr * self.lr_scale
+        lr = c.lr * self.lr_scale / c.plateau_factor**self.lr_cuts  # no cuts: / 1.0, exact
         if self.step < c.warmup_steps:
             return lr * (self.step + 1) / c.warmup_steps
-        if c.schedule == "constant":
+        if c.schedule in ("constant", "plateau"):
             return lr
         cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
         return lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
@@ -643,37 +829,56 @@ class Trainer:
         self._ticked = now
 
     def _evaluation(self) -> Iterator[EvalRecord]:
-        """Evaluate, timing it with what the caller does with the record (it saves)."""
+        """Evaluate, timing it with what the caller does with the record (it saves). With
+        nt-asgd, once averaging has started, both see the averaged weights in the model (and
+        `state_dict()` holds the trained ones, which a resume puts back)."""
         self._tick()
         started = self.elapsed
-        record = self.evaluate()
-        self._tick()
-        self.eval_seconds += self.elapsed - started
-        self.evaluations += 1
-        yield record
+        with self.averager.swapped() if self.averager else contextlib.nullcontext():
+            record = self.evaluate()
+            self._tick()
+            self.eval_seconds += self.elapsed - started
+            self.evaluations += 1
+            yield record
         self._tick()
         self._eval_cost, self._eval_ended = self.elapsed - started, self.elapsed
 
     def _work(self) -> Iterator[Window | seqs.Batch]:
         """What the rest of this pass updates on: TBPTT windows, or padded batches."""
         if not self.by_sequence:
-            yield from windows(self.rows, self.config.k1, self.config.k2, self.position)
+            if self.config.bptt_jitter:
+                yield from self._jittered_windows()
+            else:
+                yield from windows(self.rows, self.config.k1, self.config.k2, self.position)
             return
         s = self.specials
         for rows in self._batches(self.epoch)[self.position :]:
             chosen = [self.train_sequences[i] for i in rows]
             yield seqs.pad(chosen, s["bos"], s["eos"], self.config.padding)
 
+    def _jittered_windows(self) -> Iterator[Window]:
+        """--bptt-jitter: windows of a length drawn for each update (jitter_length) from a
+        generator seeded by (seed, step), so that a resumed run, or one that went back to a
+        good state, draws the same lengths. Each still reaches k2 - k1 tokens further back."""
+        c, end = self.config, self.rows.shape[1] - 1
+        extra = c.backprop_steps - c.k1
+        while self.position < end:  # `_update` moves the position on by the counted columns
+            length = jitter_length(c.k1, np.random.default_rng([c.seed, self.step]))
+            yield next(windows(self.rows, length, length + extra, self.position))
+
     def _update(self, work: Window | seqs.Batch) -> StepRecord:
         self._tick()
         started = self.elapsed
         lr = self.learning_rate()
+        if self.config.bptt_jitter:  # a shorter window, a smaller step (AWD-LSTM)
+            lr *= counted_columns(work) / self.config.k1
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            loss, carried, seen, position = self.loss(work, self.carried)
+            # the loss reported is the cross-entropy; the one optimised adds AR and TAR
+            objective, loss, carried, seen, position = self.loss(work, self.carried)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(objective).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.config.clip or math.inf
         grad_norm = float(_clip_gradients(self.model, clip))
@@ -695,6 +900,8 @@ class Trainer:
         else:
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.averager:
+                self.averager.update()
             self.bad_steps = 0
             self.carried = detach(carried) if carried else None  # keep values, cut history
         self.step += 1
@@ -756,15 +963,25 @@ class Trainer:
         return RollbackRecord(failed_at, self.step, scale)
 
     def _loss(self, work: Window | seqs.Batch, carried: State | None):
-        """The loss of one update, the state to carry, the targets counted, and where the next
-        update starts (what `_Loss`, and so DDP, runs)."""
+        """What one update optimises, its cross-entropy, the state to carry, the targets
+        counted, and where the next update starts (what `_Loss`, and so DDP, runs)."""
         if isinstance(work, seqs.Batch):  # full BPTT through each sequence, fresh state
             loss, seen = seqs.loss(self.model, work, self.device)
-            return loss, None, seen, self.position + 1
+            return loss, loss, None, seen, self.position + 1
         inputs, targets = _to_device(work, self.device)
         state = carried or self.model.init_state(inputs.shape[0])
-        loss, carried = tbptt_loss(self._call, inputs, targets, state, work, self.output)
-        return loss, carried, targets[:, work.loss_start :].numel(), work.position + self.config.k1
+        outputs, carried = run_window(self._call, inputs, state, work.carry)
+        counted = [out[:, work.loss_start :] for out in outputs]  # features (and raw ones)
+        loss = counted_loss(counted[0], targets[:, work.loss_start :], self.output)
+        objective = loss + self.penalty(*counted) if self.penalty else loss
+        stride = counted_columns(work) if self.config.bptt_jitter else self.config.k1
+        return (
+            objective,
+            loss,
+            carried,
+            targets[:, work.loss_start :].numel(),
+            work.position + stride,
+        )
 
     def _call(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         try:
@@ -798,6 +1015,9 @@ class Trainer:
             self.best_loss, self.evals_since_best = loss, 0
         else:
             self.evals_since_best += 1
+            self.lr_cuts += self.config.schedule == "plateau"
+        if self.averager:
+            self.averager.observe(loss)
         if math.isfinite(loss):
             self._remember()
         return EvalRecord(
@@ -830,8 +1050,10 @@ class Trainer:
                 "evals_since_best": self.evals_since_best,
                 "evaluated_at": self.evaluated_at,
                 "lr_scale": self.lr_scale,
+                "lr_cuts": self.lr_cuts,
                 "rollbacks": self.rollbacks,
             },
+            "averager": self.averager.state_dict() if self.averager else {},
             # what finishing took: a resumed run keeps that long of its time budget at once
             "timing": {
                 "update": self._update_seconds,
@@ -856,6 +1078,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         for name, value in state["counters"].items():
             setattr(self, name, value)
+        if self.averager and state.get("averager"):  # none before nt-asgd, or without it
+            self.averager.load_state_dict(state["averager"])
         timing = state.get("timing", {})  # none in older snapshots: estimated anew
         self._update_seconds = timing.get("update", 0.0)
         self._eval_cost = timing.get("evaluation")
