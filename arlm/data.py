@@ -5,7 +5,8 @@ A tokenized dataset is a folder:
     tokenizer.model   the SentencePiece model (train it once, reuse it everywhere)
     train.bin         training ids, raw little-endian uint16 (or uint32 for vocabularies > 65536)
     val.bin           validation ids, same dtype
-    meta.json         vocab size, dtype, token/byte/char counts, sources and their sha256
+    meta.json         vocab size, dtype, token/byte/char counts (and words, for a word
+                      tokenizer), sources and their sha256
 
 Text is read in chunks cut at line ends, so no corpus is ever held whole in memory.
 """
@@ -232,6 +233,7 @@ class SplitStats:
     tokens: int = 0
     bytes: int = 0
     chars: int = 0
+    words: int | None = None  # words and line ends (tk.count_words), for word tokenizers
     counts: np.ndarray = field(default=None, repr=False)  # tokens per id
 
 
@@ -246,12 +248,16 @@ def encode_to_file(
     write the ids to `path`."""
     dtype = dtype_for(tokenizer.vocab_size)
     stats = SplitStats(counts=np.zeros(tokenizer.vocab_size, dtype=np.int64))
+    if tokenizer.model_type == "word":
+        stats.words = 0
     with open(path, "wb") as out:
         for chunk in chunks if chunks is not None else read_text(spans):
             ids = tokenizer.encode_array(chunk, dtype)
             ids.tofile(out)
             stats.tokens += len(ids)
             stats.chars += len(chunk)
+            if stats.words is not None:
+                stats.words += tk.count_words(chunk)
             stats.counts += np.bincount(ids, minlength=tokenizer.vocab_size)
             progress(len(chunk.encode("utf-8", "surrogatepass")))
         out.flush()
@@ -300,6 +306,7 @@ def build(
     vocab_size: int | None = None,
     force: bool = False,
     progress: Progress = _no_progress,
+    unk_marker: str = tk.DEFAULT_UNK_MARKER,
 ) -> dict:
     """Train a tokenizer on the training text (unless one is given), encode train and validation
     text into `out`, and return the meta written there.
@@ -307,6 +314,7 @@ def build(
     Args:
         val_sources: validation files; when None the last `val_fraction` of the training
             sources (cut at a line end) is held out instead.
+        unk_marker: the corpus's unknown-word marker, one piece in a trained `word` tokenizer.
     """
     started = time.perf_counter()
     if not sum(source.size for source in train_sources):
@@ -340,7 +348,7 @@ def build(
                 )
                 trained_on = sum(len(line.encode("utf-8", "surrogatepass")) + 1 for line in lines)
             sentences = tk.training_sentences(lines)
-            tokenizer = tk.train(sentences, model_type, vocab_size, characters)
+            tokenizer = tk.train(sentences, model_type, vocab_size, characters, unk_marker)
         tokenizer.save(stage / "tokenizer.model")
         train = encode_to_file(tokenizer, train_spans, stage / "train.bin", progress, text)
         val = encode_to_file(tokenizer, val_spans, stage / "val.bin", progress)
@@ -367,12 +375,17 @@ def build(
             },
             "seconds": round(time.perf_counter() - started, 3),
         }
+        if tokenizer.model_type == "word":
+            meta["tokenizer"]["unk_marker"] = tokenizer.unk_marker
         write_json(stage / "meta.json", meta)
     return meta
 
 
 def _split_meta(stats: SplitStats) -> dict:
-    return {"tokens": stats.tokens, "bytes": stats.bytes, "chars": stats.chars}
+    split = {"tokens": stats.tokens, "bytes": stats.bytes, "chars": stats.chars}
+    if stats.words is not None:
+        split["words"] = stats.words
+    return split
 
 
 # -- reading a dataset ------------------------------------------------------------------------

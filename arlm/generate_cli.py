@@ -266,9 +266,15 @@ def run_eval(options: dict, console: Console) -> None:
     if o["json"]:
         sys.stdout.write(json.dumps(figures) + "\n")
         return
+    per_word = ""
+    if "perplexity_per_word" in figures:
+        per_word = (
+            f"; {figures['words']:,} words: perplexity {figures['perplexity_per_word']:.2f} "
+            "per word"
+        )
     console.print(
         f"{figures['tokens']:,} tokens: loss {figures['loss']:.4f} nats/token, perplexity "
         f"{figures['perplexity']:.2f}, {figures['bits_per_byte']:.4f} bits/byte, "
-        f"{figures['bits_per_char']:.4f} bits/char",
+        f"{figures['bits_per_char']:.4f} bits/char{per_word}",
         highlight=False,
     )

@@ -1,5 +1,6 @@
 """Scoring text with a trained model on one scale: nats per token, perplexity, and bits per byte
-and per character of the original text, which compare models across tokenizers."""
+and per character of the original text, which compare models across tokenizers; for a word
+tokenizer also perplexity per word, the figure word-level papers publish."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from arlm import sequences as seqs
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write
 from arlm.models import RecurrentLM
-from arlm.tokenizer import Tokenizer
+from arlm.tokenizer import Tokenizer, count_words
 from arlm.train import autocast, evaluate
 
 LN2 = math.log(2)
@@ -28,11 +29,16 @@ class Text:
     ids: np.ndarray
     bytes: int
     chars: int
+    words: int | None = None  # words and line ends (count_words), for word tokenizers
+
+
+def _words(tokenizer: Tokenizer, text: str) -> int | None:
+    return count_words(text) if tokenizer.model_type == "word" else None
 
 
 def text_from_string(tokenizer: Tokenizer, text: str) -> Text:
     ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
-    return Text(ids, len(text.encode("utf-8")), len(text))
+    return Text(ids, len(text.encode("utf-8")), len(text), _words(tokenizer, text))
 
 
 def text_from_file(tokenizer: Tokenizer, path: Path) -> Text:
@@ -40,11 +46,14 @@ def text_from_file(tokenizer: Tokenizer, path: Path) -> Text:
     source = data.scan(path)
     data.check_utf8([source], "refuse", flag=False)
     chunks, chars = [], 0
+    words = 0 if tokenizer.model_type == "word" else None
     for chunk in data.read_text([data.Span(source.path, 0, source.size)]):
         chunks.append(tokenizer.encode_array(chunk, data.dtype_for(tokenizer.vocab_size)))
         chars += len(chunk)
+        if words is not None:
+            words += count_words(chunk)
     ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-    return Text(ids, source.size, chars)
+    return Text(ids, source.size, chars, words)
 
 
 def text_from_path(tokenizer: Tokenizer, path: Path) -> Text:
@@ -61,7 +70,11 @@ def text_from_dataset(folder: Path, tokenizer: Tokenizer) -> Text:
             f"{folder} was tokenized with another tokenizer than this checkpoint's: give a "
             "text file instead, or the dataset the model was trained on"
         )
-    return Text(data.open_ids(folder, "val"), meta["val"]["bytes"], meta["val"]["chars"])
+    ids = data.open_ids(folder, "val")
+    words = meta["val"].get("words")
+    if words is None:  # a dataset made before meta.json counted words
+        words = _words(tokenizer, tokenizer.decode(ids))
+    return Text(ids, meta["val"]["bytes"], meta["val"]["chars"], words)
 
 
 def score(
@@ -78,10 +91,14 @@ def score(
     --sequences reads each line (or document) on its own and predicts `</s>` at its end, which
     stands for the newline that ends a line, or the blank line (two newlines) that ends a
     document; the newlines of blank lines (lines), and those past the first two of a run
-    (documents), are predicted by nothing, so their bytes and characters are left out of bits
-    per byte and per character. Adding blank lines then changes no figure, and figures compare
-    with stream models, which predict every newline. With `logprobs` (len(text.ids) floats, for
-    a stream), writes each token's log-probability at its position.
+    (documents), are predicted by nothing, so their bytes and characters (and words: a line
+    end counts as one) are left out of bits per byte and per character (and perplexity per
+    word). Adding blank lines then changes no figure, and figures compare with stream models,
+    which predict every newline. With `logprobs` (len(text.ids) floats, for a stream), writes
+    each token's log-probability at its position.
+
+    With `text.words`, also `words` and `perplexity_per_word`, exp(total nats / words): the
+    figure of word-level papers, which count a line end as a word.
     """
     if len(text.ids) == 0:
         raise ArlmError("the text to score is empty: give some text")
@@ -95,13 +112,18 @@ def score(
     else:
         loss, count = evaluate(model, text.ids, device, precision, logprobs=logprobs)
     total_bits = loss * count / LN2
-    return {
+    figures = {
         "tokens": count,
         "loss": loss,
         "perplexity": math.exp(min(loss, 700)),
         "bits_per_byte": total_bits / (text.bytes - unscored),
         "bits_per_char": total_bits / (text.chars - unscored),
     }
+    if text.words:
+        words = text.words - unscored
+        figures["words"] = words
+        figures["perplexity_per_word"] = math.exp(min(loss * count / words, 700))
+    return figures
 
 
 def write_per_token(

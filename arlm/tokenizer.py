@@ -9,6 +9,11 @@ chunk gives the same ids as encoding it whole). Two gaps in SentencePiece are cl
   it with its three byte pieces instead;
 - the `word` model falls back to bytes of the escaped word (a space comes back as U+2581) and
   ignores user symbols: words are looked up here, and unknown ones spelled in bytes.
+
+A `word` model counts a text as the field does (pytorch/examples' word_language_model: every
+whitespace-separated word, and one <eos> a line): a word is one piece with the space before it
+("▁cat"), a line end one piece with the space before it if any ("▁\n"), and the corpus's own
+unknown-word marker ("<unk>" in WikiText and PTB) one piece like any word.
 """
 
 from __future__ import annotations
@@ -35,6 +40,13 @@ ENCODE_THREADS = 2
 MIN_VOCAB_SIZE = NUM_SPECIALS + NUM_BYTE_PIECES + 2  # "\n" and at least one more piece
 MAX_SENTENCE_CHARS = 4096  # longer lines are cut for training, never silently dropped
 _MODEL_TYPE_NAMES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}  # TrainerSpec.ModelType
+_USER_SYMBOLS_FIELD = 31  # TrainerSpec.user_defined_symbols
+DEFAULT_UNK_MARKER = "<unk>"  # how WikiText and PTB write a word outside their vocabulary
+# SentencePiece's own unknown piece is also "<unk>": word models rename it, so that the corpus's
+# "<unk>" can be a user symbol. The name also tells a word model made with the "▁\n" line end
+# from an older one, whose ids must stay as they were made.
+WORD_UNK_PIECE = "<arlm-unk>"
+_BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
 
 
 class Tokenizer:
@@ -49,10 +61,24 @@ class Tokenizer:
         self.proto = proto
         self.vocab_size = self.sp.vocab_size()
         self._pieces = {self.sp.id_to_piece(i): i for i in range(self.vocab_size)}
+        # what a word of the text may be: never a control, unknown or byte piece ("<s>" is text)
+        self._words = {piece: i for piece, i in self._pieces.items() if self._is_word(i)}
         self._bytes = [self._pieces.get(f"<0x{b:02X}>") for b in range(NUM_BYTE_PIECES)]
         self.byte_fallback = None not in self._bytes
         self._newline = [self._pieces["\n"]] if "\n" in self._pieces else self._spell("\n")
         self._space = [self._pieces[SPACE]] if SPACE in self._pieces else self._spell(" ")
+        spaced_newline = self._pieces.get(SPACE + "\n")
+        self._spaced_newline = (
+            [spaced_newline]
+            if self.model_type == "word"
+            and self.sp.id_to_piece(self.sp.unk_id()) == WORD_UNK_PIECE
+            and spaced_newline is not None
+            else None
+        )
+
+    def _is_word(self, i: int) -> bool:
+        sp = self.sp
+        return not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i) or sp.is_unused(i))
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:
@@ -87,6 +113,15 @@ class Tokenizer:
         return self._newline[0] if len(self._newline) == 1 else None
 
     @property
+    def unk_marker(self) -> str | None:
+        """The corpus's unknown-word marker that a word model holds as one piece, if any."""
+        if self.model_type != "word":
+            return None
+        spec = _proto_field(self.proto, 2)
+        symbols = [s.decode() for s in _proto_fields(spec, _USER_SYMBOLS_FIELD) if s != b"\n"]
+        return symbols[0] if symbols else None
+
+    @property
     def bos_id(self) -> int:
         return self.sp.bos_id()
 
@@ -102,7 +137,12 @@ class Tokenizer:
     def _encode_lines(self, text: str) -> list[list[int]]:
         """Encode line by line (faster than one long string) and put the newlines back."""
         lines = text.split("\n")
+        ends = [self._newline] * (len(lines) - 1) + [[]]
         if self.model_type == "word":
+            if self._spaced_newline:  # a line's trailing space goes with its end: "▁\n"
+                for i, line in enumerate(lines[:-1]):
+                    if line.endswith(" "):
+                        lines[i], ends[i] = line[:-1], self._spaced_newline
             rows = [self._encode_word_line(line) for line in lines]
         else:
             rows = self.sp.encode(lines, num_threads=ENCODE_THREADS)
@@ -111,8 +151,8 @@ class Tokenizer:
                     if SPACE in line:
                         parts = self.sp.encode(line.split(SPACE))
                         rows[i] = _join(parts, self._spell(SPACE))
-        for row in rows[:-1]:
-            row.extend(self._newline)
+        for row, end in zip(rows, ends, strict=True):
+            row.extend(end)
         return rows
 
     _WORD = re.compile(r" ?[^ ]+| ")
@@ -122,10 +162,8 @@ class Tokenizer:
         for word in self._WORD.findall(line):
             spaced = word.startswith(" ")
             piece = SPACE + word[1:] if spaced else word
-            if SPACE not in word and piece in self._pieces and piece != SPACE:
-                ids.append(self._pieces[piece])
-            elif word == " ":
-                ids.extend(self._space)
+            if SPACE not in word and piece in self._words:
+                ids.append(self._words[piece])
             else:  # unknown word: a space piece, then the word spelled in bytes
                 if spaced:
                     ids.extend(self._space)
@@ -166,6 +204,13 @@ def _model_type(proto: bytes) -> str:
 
 def _proto_field(message: bytes, wanted: int) -> bytes | int | None:
     """The first value of field `wanted` in a serialized protobuf message."""
+    values = _proto_fields(message, wanted)
+    return values[0] if values else None
+
+
+def _proto_fields(message: bytes, wanted: int) -> list[bytes | int]:
+    """Every value of field `wanted` in a serialized protobuf message, in order."""
+    values = []
     pos = 0
     while pos < len(message):
         key, pos = _varint(message, pos)
@@ -180,8 +225,8 @@ def _proto_field(message: bytes, wanted: int) -> bytes | int | None:
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         if number == wanted:
-            return value
-    return None
+            values.append(value)
+    return values
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -206,6 +251,12 @@ def training_sentences(lines: Iterable[str]) -> Iterator[str]:
             yield line[start : start + MAX_SENTENCE_CHARS]
 
 
+def count_words(text: str) -> int:
+    """Whitespace-separated words and line ends: the tokens pytorch/examples counts in a text
+    that ends with a newline (`len(line.split()) + 1` a line, the 1 being its <eos>)."""
+    return len(text.split()) + text.count("\n")
+
+
 def char_vocab_size(characters: set[str]) -> int:
     """The vocabulary that holds every character of the text, plus specials and byte pieces."""
     pieces = {SPACE if ch == " " else ch for ch in characters} | {"\n"}  # a space is a U+2581
@@ -217,6 +268,7 @@ def train(
     model_type: str = "bpe",
     vocab_size: int | None = None,
     characters: set[str] | None = None,
+    unk_marker: str = DEFAULT_UNK_MARKER,
 ) -> Tokenizer:
     """Train a tokenizer on `sentences` (see `training_sentences`).
 
@@ -225,6 +277,8 @@ def train(
             otherwise DEFAULT_VOCAB_SIZE or the largest the text supports, if smaller.
         characters: every character of the full training text (when `sentences` is a sample),
             so that none of them is left to byte fallback in a `char` model.
+        unk_marker: the corpus's unknown-word marker, one piece in a `word` model ("": none);
+            other model types ignore it.
     """
     if model_type not in MODEL_TYPES:
         raise UsageError(f"unknown model type {model_type!r}: pick one of {', '.join(MODEL_TYPES)}")
@@ -236,12 +290,19 @@ def train(
     sentences = list(sentences)
     if not any(sentences):
         raise ArlmError("the training text is empty: give a corpus with some text in it")
-    options: dict = {}
+    options: dict = {"user_defined_symbols": ["\n"]}
     if model_type == "char":
         characters = characters or set("".join(sentences))
         options["character_coverage"] = 1.0
         options["required_chars"] = "".join(sorted(characters - {"\n", " ", SPACE}))
         vocab_size = vocab_size or char_vocab_size(characters)
+    if model_type == "word":
+        check_unk_marker(unk_marker)
+        options["unk_piece"] = WORD_UNK_PIECE
+        options["character_coverage"] = 1.0  # else words with a rare letter ("Perón") are dropped
+        if unk_marker:
+            options["user_defined_symbols"].append(unk_marker)  # SentencePiece adds "▁<unk>" too
+            sentences = [_without_marker(s, unk_marker) for s in sentences]
     if model_type == "word" and vocab_size is None:
         vocab_size, options["hard_vocab_limit"] = 10_000_000, False  # soft: every word
     try:
@@ -250,6 +311,26 @@ def train(
         if vocab_size is not None:
             raise
         return Tokenizer(_train(sentences, model_type, error.largest, options))
+
+
+def check_unk_marker(marker: str) -> None:
+    """Refuse a marker that cannot be one word piece (exit 2)."""
+    if (
+        any(ch.isspace() or ch == SPACE for ch in marker)
+        or marker in ("<s>", "</s>", WORD_UNK_PIECE)
+        or _BYTE_PIECE.fullmatch(marker)
+    ):
+        raise UsageError(
+            f"--unk-marker {marker!r} cannot be one piece: give a word without whitespace that "
+            'is not <s>, </s> or a byte piece like <0x41> (or "" for none)'
+        )
+
+
+def _without_marker(sentence: str, marker: str) -> str:
+    """`sentence` without `marker`, for SentencePiece's word trainer: next to a user symbol it
+    drops words ("the cat <unk> sat" loses "▁cat"). The marker is a piece all the same."""
+    alone = re.compile(rf"(?:^| ){re.escape(marker)}(?= |$)")
+    return alone.sub("", sentence).replace(marker, " ")
 
 
 class VocabTooLarge(UsageError):
@@ -275,7 +356,6 @@ def _train(sentences: list[str], model_type: str, vocab_size: int, options: dict
             add_dummy_prefix=False,
             byte_fallback=True,
             allow_whitespace_only_pieces=True,
-            user_defined_symbols=["\n"],
             max_sentence_length=4 * MAX_SENTENCE_CHARS,  # bytes; UTF-8 takes at most 4 a char
             num_threads=TRAIN_THREADS,
             minloglevel=2,
