@@ -22,7 +22,7 @@ from typer.core import TyperCommand
 from arlm import data
 from arlm.corpus import BUILTINS
 from arlm.errors import ArlmError, UsageError
-from arlm.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
+from arlm.tokenizer import DEFAULT_UNK_MARKER, DEFAULT_VOCAB_SIZE, Tokenizer, check_unk_marker
 
 app = typer.Typer(
     add_completion=False,
@@ -106,6 +106,13 @@ def tokenize(
         ),
     ] = None,
     model_type: Annotated[ModelType, typer.Option(help="SentencePiece model type.")] = "bpe",
+    unk_marker: Annotated[
+        str | None,
+        typer.Option(
+            help="--model-type word: the corpus's unknown-word marker, made one piece "
+            f'("" for none). \\[default: {DEFAULT_UNK_MARKER}]'
+        ),
+    ] = None,
     val: Annotated[Path | None, typer.Option(help="Validation text file.")] = None,
     val_fraction: Annotated[
         float | None,
@@ -156,8 +163,16 @@ def tokenize(
         raise UsageError("--val and --val-fraction both choose the validation text: give one")
     if val_fraction is not None and not 0 <= val_fraction < 1:
         raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if tokenizer is not None and (vocab_size is not None or model_type != "bpe"):
-        raise UsageError("--tokenizer reuses a trained tokenizer: drop --vocab-size/--model-type")
+    if tokenizer is not None and (
+        vocab_size is not None or model_type != "bpe" or unk_marker is not None
+    ):
+        raise UsageError(
+            "--tokenizer reuses a trained tokenizer: drop --vocab-size/--model-type/--unk-marker"
+        )
+    if unk_marker is not None and model_type != "word":
+        raise UsageError("--unk-marker is for --model-type word: drop it, or pass that")
+    if unk_marker is not None:
+        check_unk_marker(unk_marker)
     if vocab_size is not None and vocab_size < 1:
         raise UsageError(f"--vocab-size must be positive, got {vocab_size}")
     reused = Tokenizer.load(tokenizer) if tokenizer is not None else None
@@ -185,6 +200,7 @@ def tokenize(
                 vocab_size,
                 force,
                 progress=lambda n: progress.advance(task, n),
+                unk_marker=DEFAULT_UNK_MARKER if unk_marker is None else unk_marker,
             )
     _summarize(meta, out)
     if json_output:
@@ -193,18 +209,16 @@ def tokenize(
 
 def _summarize(meta: dict, out: Path) -> None:
     table = Table(title=f"dataset {out}", title_justify="left")
-    for column in ("split", "characters", "bytes", "tokens", "bytes/token"):
+    words = "words" in meta["train"]  # a word tokenizer: words and line ends, as papers count
+    columns = ["split", "characters", "bytes", "tokens", "bytes/token"] + ["words"] * words
+    for column in columns:
         table.add_column(column, justify="right")
     for split in ("train", "val"):
         part = meta[split]
         per_token = part["bytes"] / part["tokens"] if part["tokens"] else 0.0
-        table.add_row(
-            split,
-            f"{part['chars']:,}",
-            f"{part['bytes']:,}",
-            f"{part['tokens']:,}",
-            f"{per_token:.2f}",
-        )
+        cells = [f"{part['chars']:,}", f"{part['bytes']:,}", f"{part['tokens']:,}"]
+        cells += [f"{per_token:.2f}"] + ([f"{part['words']:,}"] if words else [])
+        table.add_row(split, *cells)
     console.print(table)
     tok = meta["tokenizer"]
     console.print(
@@ -493,7 +507,8 @@ def eval_command(
         bool, typer.Option("--json", help="The figures as one JSON object on stdout.")
     ] = False,
 ) -> None:
-    """Score text: tokens, loss (nats/token), perplexity, bits per byte and per character."""
+    """Score text: tokens, loss (nats/token), perplexity, bits per byte and per character, and
+    for a word tokenizer perplexity per word (a line end counts as a word, as papers count)."""
     options = dict(locals())
     options["json"] = options.pop("json_output")
     options["data"] = options.pop("data_path")
