@@ -282,10 +282,13 @@ def train(
     """
     if model_type not in MODEL_TYPES:
         raise UsageError(f"unknown model type {model_type!r}: pick one of {', '.join(MODEL_TYPES)}")
-    if vocab_size is not None and vocab_size < MIN_VOCAB_SIZE:
+    marker = unk_marker if model_type == "word" else ""
+    check_unk_marker(marker)
+    least = MIN_VOCAB_SIZE + 2 * bool(marker)  # the marker, with and without its space
+    if vocab_size is not None and vocab_size < least:
         raise UsageError(
             f"--vocab-size {vocab_size} is too small: byte fallback alone takes "
-            f"{NUM_SPECIALS + NUM_BYTE_PIECES} pieces; use at least {MIN_VOCAB_SIZE}"
+            f"{NUM_SPECIALS + NUM_BYTE_PIECES} pieces; use at least {least}"
         )
     sentences = list(sentences)
     if not any(sentences):
@@ -297,12 +300,11 @@ def train(
         options["required_chars"] = "".join(sorted(characters - {"\n", " ", SPACE}))
         vocab_size = vocab_size or char_vocab_size(characters)
     if model_type == "word":
-        check_unk_marker(unk_marker)
         options["unk_piece"] = WORD_UNK_PIECE
         options["character_coverage"] = 1.0  # else words with a rare letter ("Perón") are dropped
-        if unk_marker:
-            options["user_defined_symbols"].append(unk_marker)  # SentencePiece adds "▁<unk>" too
-            sentences = [_without_marker(s, unk_marker) for s in sentences]
+    if marker:
+        options["user_defined_symbols"].append(marker)  # SentencePiece adds "▁<unk>" too
+        sentences = _without_marker(sentences, marker)
     if model_type == "word" and vocab_size is None:
         vocab_size, options["hard_vocab_limit"] = 10_000_000, False  # soft: every word
     try:
@@ -326,11 +328,11 @@ def check_unk_marker(marker: str) -> None:
         )
 
 
-def _without_marker(sentence: str, marker: str) -> str:
-    """`sentence` without `marker`, for SentencePiece's word trainer: next to a user symbol it
+def _without_marker(sentences: list[str], marker: str) -> list[str]:
+    """`sentences` without `marker`, for SentencePiece's word trainer: next to a user symbol it
     drops words ("the cat <unk> sat" loses "▁cat"). The marker is a piece all the same."""
-    alone = re.compile(rf"(?:^| ){re.escape(marker)}(?= |$)")
-    return alone.sub("", sentence).replace(marker, " ")
+    alone = re.compile(rf"(?:^| ){re.escape(marker)}(?= |$)")  # a whole word, and its space
+    return [alone.sub("", s).replace(marker, " ") for s in sentences]
 
 
 class VocabTooLarge(UsageError):

@@ -84,6 +84,12 @@ def test_a_marker_that_cannot_be_one_piece_is_refused(marker):
         word_tokenizer(WIKI_TEXT, marker)
 
 
+def test_the_marker_pieces_count_in_the_smallest_vocabulary():
+    with pytest.raises(UsageError, match="use at least 263"):
+        tk.train(["the <unk> cat"], "word", 262)
+    assert tk.train(["the <unk> cat"], "word", 262, unk_marker="").vocab_size == 262
+
+
 def test_text_that_looks_like_a_special_piece_is_text(wiki):
     """ "<s>" or "<0x41>" at a line start once encoded to the control or byte piece."""
     for text in ["<s>", "</s> x", "<0x41>", "<arlm-unk>", "▁\n <s>", "<unk>", "<unk>x <unk>"]:
@@ -199,6 +205,7 @@ def test_a_word_dataset_counts_its_words(wiki_files, tmp_path):
         (["--model-type", "word", "--unk-marker", "<s>"], "cannot be one piece"),
         (["--model-type", "bpe", "--unk-marker", "[UNK]"], "is for --model-type word"),
         (["--unk-marker", "[UNK]"], "is for --model-type word"),  # bpe, the default
+        (["--tokenizer", "t.model", "--unk-marker", "[UNK]"], "drop --vocab-size/--model-type"),
     ],
 )
 def test_bad_unk_markers_are_usage_errors(wiki_files, tmp_path, args, message):
@@ -216,6 +223,7 @@ def test_tokenize_takes_another_marker(wiki_files, tmp_path, marker, expected):
     assert result.code == 0, result.stderr
     meta = json.loads(result.stdout)
     assert meta["tokenizer"]["unk_marker"] == expected
+    assert "words" in result.stderr  # the summary's column
     assert meta["train"]["tokens"] == meta["train"]["words"]  # without a marker, [UNK] is a word
 
 
