@@ -324,6 +324,32 @@ def train(
             "or recurrent connections."
         ),
     ] = None,
+    dropout_input: Annotated[
+        float | None,
+        typer.Option(
+            help="Locked (variational) dropout on the input vectors, one mask a row. "
+            "\\[default: --dropout, not locked]"
+        ),
+    ] = None,
+    dropout_hidden: Annotated[
+        float | None,
+        typer.Option(
+            help="Locked dropout between recurrent layers. \\[default: --dropout, not locked]"
+        ),
+    ] = None,
+    dropout_output: Annotated[
+        float | None,
+        typer.Option(
+            help="Locked dropout before the output layer. \\[default: --dropout, not locked]"
+        ),
+    ] = None,
+    dropout_embedding: Annotated[
+        float | None, typer.Option(help="Drop whole words from the embedding (AWD-LSTM).")
+    ] = None,
+    weight_drop: Annotated[
+        float | None,
+        typer.Option(help="DropConnect on the hidden-to-hidden weights, a new mask each pass."),
+    ] = None,
     tie_weights: Annotated[
         bool | None, typer.Option("--tie-weights", help="Share input and output embeddings.")
     ] = None,
@@ -351,17 +377,62 @@ def train(
     k2: Annotated[
         int | None, typer.Option(help="Tokens backpropagated, at least k1. \\[default: k1]")
     ] = None,
-    optimizer: Annotated[Literal["adamw", "sgd"] | None, typer.Option(help="Update rule.")] = None,
+    optimizer: Annotated[
+        Literal["adamw", "sgd", "nt-asgd"] | None,
+        typer.Option(
+            help="Update rule. nt-asgd: SGD, then the average of the weights once validation "
+            "stops improving (evaluated and saved as the best)."
+        ),
+    ] = None,
+    nonmono: Annotated[
+        int | None,
+        typer.Option(
+            help="nt-asgd: averaging starts at the first evaluation worse than the best before "
+            "the last N."
+        ),
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     weight_decay: Annotated[
         float | None, typer.Option(help="On weight matrices only (not biases).")
     ] = None,
+    embedding_decay: Annotated[
+        bool | None,
+        typer.Option("--embedding-decay/--no-embedding-decay", help="Weight decay on embeddings."),
+    ] = None,
     warmup: Annotated[int | None, typer.Option(help="Steps of linear warmup.")] = None,
     schedule: Annotated[
-        Literal["cosine", "constant"] | None,
-        typer.Option(help="The learning rate after warmup."),
+        Literal["cosine", "constant", "plateau"] | None,
+        typer.Option(
+            help="The learning rate after warmup; plateau: divided when an evaluation "
+            "does not improve."
+        ),
+    ] = None,
+    plateau_factor: Annotated[
+        float | None, typer.Option(help="--schedule plateau: the divisor.")
     ] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient norm clip; 0: off.")] = None,
+    ar: Annotated[
+        float | None,
+        typer.Option(
+            help="Activation regularisation: adds AR x mean(h^2) of the last layer's output "
+            "after dropout to the loss optimised; 0: off."
+        ),
+    ] = None,
+    tar: Annotated[
+        float | None,
+        typer.Option(
+            help="Temporal activation regularisation: adds TAR x mean((h_t - h_t-1)^2) of the "
+            "last layer's output before dropout; 0: off."
+        ),
+    ] = None,
+    bptt_jitter: Annotated[
+        bool | None,
+        typer.Option(
+            "--bptt-jitter",
+            help="Draw each window's length around k1 (AWD-LSTM: k1, or k1/2 one time in 20, "
+            "spread 5, at most k1+20) and scale the rate by length / k1. Stream only.",
+        ),
+    ] = None,
     eval_every: Annotated[
         int | None,
         typer.Option(

@@ -3,6 +3,7 @@ the learning curve and the progress display. The trainer itself prints and write
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import __version__, checkpoint, data, distributed, embed, settings
+from arlm import __version__, checkpoint, data, distributed, embed, recipes, settings
 from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
@@ -55,18 +56,22 @@ def _train(
 ) -> None:
     if resume is not None:
         trainer, out, dataset = _resume(Path(resume), values, world)
+        recipe = checkpoint.read_config(out).get("recipe")
     else:
-        trainer, out, dataset = _start(values, force, console, world)
-    config = _describe(trainer, dataset)
+        recipe = _recipe(values)
+        trainer, out, dataset = _start(recipes.apply(recipe, values), force, console, world)
+    config = _describe(trainer, dataset) | {"recipe": recipe}
     if world.main:
         write_json(out / checkpoint.CONFIG, config)
-    _report_start(trainer, out, console)
+    _report_start(trainer, out, console, recipe)
     _loop(trainer, out, config, console, log_every)
 
 
 def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n: int) -> None:
     """What can be refused before `--nproc N` starts N processes."""
     values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
+    if not resume:
+        values = recipes.apply(_recipe(values), values)
     saved = checkpoint.read_config(resume) if resume else None
     config = settings.train_config(values, TrainConfig.from_dict(saved["train"]) if saved else None)
     distributed.check_split(config.batch_size, n)
@@ -81,6 +86,17 @@ def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n
 
 
 # -- setting up -------------------------------------------------------------------------------
+
+
+def _recipe(values: dict) -> str | None:
+    """The recipe for --data and --model (arlm.recipes): from a dataset's meta.json; a text
+    file is tokenized as characters. A missing or damaged dataset is refused later."""
+    path, kind = values.get("data"), values.get("model") or ModelConfig.kind
+    meta = None
+    if path is not None and Path(path).is_dir():
+        with contextlib.suppress(ArlmError):
+            meta = data.load_meta(Path(path))
+    return recipes.pick(meta, kind)
 
 
 def _start(values: dict, force: bool, console: Console, world: World) -> tuple[Trainer, Path, Path]:
@@ -254,7 +270,7 @@ def _describe(trainer: Trainer, dataset: Path) -> dict:
 # -- the loop ---------------------------------------------------------------------------------
 
 
-def _report_start(trainer: Trainer, out: Path, console: Console) -> None:
+def _report_start(trainer: Trainer, out: Path, console: Console, recipe: str | None) -> None:
     c, m = trainer.config, trainer.model.config
     if trainer.counting:
         how = f"counting {len(trainer.train_ids):,} tokens"
@@ -272,7 +288,7 @@ def _report_start(trainer: Trainer, out: Path, console: Console) -> None:
         f"{m.describe()}, {trainer.model.num_parameters():,} parameters | {how} | "
         f"{trainer.device}, {str(trainer.precision).removeprefix('torch.')}, "
         f"{torch.get_num_threads()} threads"
-        f" | {out}",
+        f"{f' | recipe: {recipe}' if recipe else ''} | {out}",
         highlight=False,
     )
     for warning in trainer.warnings:
