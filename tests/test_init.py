@@ -60,18 +60,9 @@ def test_the_first_prediction_is_the_unigram_distribution():
 
 
 def test_the_loss_leaves_the_unigram_level_within_100_updates():
+    """Measured: 0.5 nats below at update 30, 1.0 below at 41; from a zero output bias
+    (no start_at_unigram) the loss is still above unigram - 0.3 at update 60."""
     ids = grammar_ids()
     unigram = unigram_entropy(ids)
     losses = first_losses(ids, steps=100)
-    assert min(losses[-10:]) < unigram - 0.5, (unigram, losses[::10])
-
-
-def test_a_new_lstm_keeps_its_cell_and_starts_with_small_weights():
-    model = build_model(ModelConfig(vocab_size=50, hidden_size=16, num_layers=2))
-    for layer in range(2):
-        bias = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
-        assert torch.equal(bias[16:32], torch.ones(16))  # the forget gate: gates i, f, g, o
-        assert torch.equal(bias[:16], torch.zeros(16))
-        block = getattr(model.rnn, f"weight_hh_l{layer}")[:16]
-        torch.testing.assert_close(block @ block.T, torch.eye(16), rtol=0, atol=1e-5)
-    assert model.input.weight.abs().max() <= 0.1 and model.output.weight.abs().max() <= 0.1
+    assert min(losses[50:60]) < unigram - 0.5, (unigram, losses[::10])

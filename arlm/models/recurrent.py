@@ -156,14 +156,9 @@ class RecurrentLM(nn.Module):
             self.input_size = config.embedding_dim
         self.drop = nn.Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
-        # Small uniform embedding and output weights, a zero output bias, as pytorch/examples
-        # and AWD-LSTM: nn.Embedding's N(0, 1) is so large that Adam's steps of ~lr barely
-        # move it. A tied matrix takes the same +-0.1.
-        nn.init.uniform_(self.output.weight, -0.1, 0.1)
-        nn.init.zeros_(self.output.bias)
-        if config.input == "embedding":
-            nn.init.uniform_(self.input.weight, -0.1, 0.1)
         if config.tie_weights:  # one matrix (V, H), two roles
+            # It takes the output layer's initialisation (uniform +-1/sqrt(H), nn.Linear's), not
+            # the embedding's N(0, 1), which would make the first logits sqrt(H) times too large.
             self.input.weight = self.output.weight
 
     state_batch_dims: tuple[int, ...] = (1,)  # where the batch is in each state tensor
@@ -234,7 +229,6 @@ class FusedLM(RecurrentLM):
             dropout=config.dropout if config.num_layers > 1 else 0.0,  # between layers only
             **self.layer_options(),
         )
-        self.init_recurrent()
         self.layers = []  # one-layer views of self.rnn: a plain list, so no parameters of its own
         if config.dropout_hidden is not None and config.num_layers > 1:
             sizes = [self.input_size] + [config.hidden_size] * (config.num_layers - 1)
@@ -243,18 +237,6 @@ class FusedLM(RecurrentLM):
 
     def layer_options(self) -> dict:
         return {}
-
-    @torch.no_grad()
-    def init_recurrent(self) -> None:
-        """Orthogonal hidden-to-hidden blocks (one per gate: no gate starts amplifying or
-        killing the state) and zero biases; the input weights keep nn.RNNBase's uniform."""
-        hidden = self.config.hidden_size
-        for name, weight in self.rnn.named_parameters():
-            if name.startswith("weight_hh"):
-                for block in weight.split(hidden):
-                    nn.init.orthogonal_(block)
-            elif name.startswith("bias"):
-                nn.init.zeros_(weight)
 
     def init_state(self, batch_size: int) -> State:
         return (self._zeros(self.config.num_layers, batch_size, self.config.hidden_size),)
@@ -380,15 +362,6 @@ class LSTMLM(FusedLM):
     gradient, across many steps. The state is (h, c)."""
 
     layer = nn.LSTM
-
-    @torch.no_grad()
-    def init_recurrent(self) -> None:
-        """Forget-gate bias 1 (Gers et al., 2000; Jozefowicz et al., 2015): the cell keeps what
-        it holds from the start instead of halving it at every step. bias_ih + bias_hh: 1."""
-        super().init_recurrent()
-        hidden = self.config.hidden_size
-        for layer in range(self.config.num_layers):
-            getattr(self.rnn, f"bias_ih_l{layer}")[hidden : 2 * hidden] = 1.0
 
     def init_state(self, batch_size: int) -> State:
         (h,) = super().init_state(batch_size)
