@@ -89,26 +89,28 @@ def score(
 
     `tokens` is the number of targets scored: len(text.ids) for a stream. A model trained on
     --sequences reads each line (or document) on its own and predicts `</s>` at its end, which
-    stands for the newline that ends a line, or the blank line (two newlines) that ends a
-    document; the newlines of blank lines (lines), and those past the first two of a run
-    (documents), are predicted by nothing, so their bytes and characters (and words: a line
-    end counts as one) are left out of bits per byte and per character (and perplexity per
-    word). Adding blank lines then changes no figure, and figures compare with stream models,
-    which predict every newline. With `logprobs` (len(text.ids) floats, for a stream), writes
-    each token's log-probability at its position.
+    stands for the line end that ends a line, or the blank line (two line ends) that ends a
+    document; the line ends of blank lines (lines), and those past the first two of a run
+    (documents), are predicted by nothing, so their bytes and characters (1 for "\n", 2 for a
+    word model's "▁\n") and words (a line end counts as one) are left out of bits per byte and
+    per character and of perplexity per word. Adding blank lines then changes no figure, and
+    figures compare with stream models, which predict every line end. With `logprobs`
+    (len(text.ids) floats, for a stream), writes each token's log-probability at its position.
 
     With `text.words`, also `words` and `perplexity_per_word`, exp(total nats / words): the
     figure of word-level papers, which count a line end as a word.
     """
     if len(text.ids) == 0:
         raise ArlmError("the text to score is empty: give some text")
-    unscored = 0  # newlines that no target predicts (one byte, one character each)
+    unscored, unscored_bytes = 0, 0  # line ends that no target predicts, and their bytes
     if by_sequence:
         unit, tokenizer = by_sequence
-        pieces = seqs.split(text.ids, tokenizer.newline_id, unit)
+        ends = tokenizer.line_ends
+        pieces = seqs.split(text.ids, ends, unit)
         with autocast(device, precision):
             loss, count = seqs.evaluate(model, pieces, tokenizer.bos_id, tokenizer.eos_id, device)
-        unscored = seqs.unscored_newlines(text.ids, tokenizer.newline_id, unit)
+        unscored = seqs.unscored_newlines(text.ids, ends, unit)
+        unscored_bytes = seqs.unscored_bytes(text.ids, ends, unit)  # characters too: ASCII
     else:
         loss, count = evaluate(model, text.ids, device, precision, logprobs=logprobs)
     total_bits = loss * count / LN2
@@ -116,8 +118,8 @@ def score(
         "tokens": count,
         "loss": loss,
         "perplexity": math.exp(min(loss, 700)),
-        "bits_per_byte": total_bits / (text.bytes - unscored),
-        "bits_per_char": total_bits / (text.chars - unscored),
+        "bits_per_byte": total_bits / (text.bytes - unscored_bytes),
+        "bits_per_char": total_bits / (text.chars - unscored_bytes),
     }
     if text.words:
         words = text.words - unscored

@@ -1,10 +1,12 @@
 """Independent sequences, the Keras `pad_sequences` way (`arlm train --sequences lines`).
 
-The token stream is cut into sequences (lines, or documents separated by blank lines). Each
-is read on its own from a fresh state, with full backpropagation through it:
+The token stream is cut into sequences (lines, or documents separated by blank lines) at its
+line ends: "\n", and a word model's "▁\n". Each is read on its own from a fresh state, with
+full backpropagation through it:
 
     inputs   <s>  t1  t2  ...  tn          the start token, then the sequence
-    targets  t1   t2  ...  tn  </s>        the sequence, then the end token
+    targets  t1   t2  ...  tn  </s>        the sequence, then the end token (for the line end
+                                           or blank line that it replaced)
 
 A batch pads its rows to the longest one: after the sequence (`post`) or before it (`pre`).
 Pads are never read by the recurrent layer (the rows are packed, or left-aligned for models
@@ -28,50 +30,72 @@ PADDINGS = ("pre", "post")
 IGNORE = -100  # the target of a pad: cross_entropy skips it
 
 
-SEPARATOR = {"lines": 1, "documents": 2}  # the newlines that end a sequence: what </s> stands for
+SEPARATOR = {"lines": 1, "documents": 2}  # the line ends that end a sequence: what </s> stands for
+
+# The ids that end a line, each with the bytes (and characters) it stands for
+# (Tokenizer.line_ends): "\n" (1), and a word model's "▁\n" (2), a line's trailing space and
+# its newline. One id alone is a "\n" of one byte.
+LineEnds = dict[int, int] | int
 
 
-def split(ids: np.ndarray, newline: int, unit: str) -> list[np.ndarray]:
-    """The sequences of a token stream: cut at each newline (`lines`) or at each run of two or
-    more (`documents`). The newlines themselves are left out; empty sequences are dropped."""
-    return [piece for piece, _ in _pieces(ids, newline, unit) if _kept(piece, newline, unit)]
+def split(ids: np.ndarray, line_ends: LineEnds, unit: str) -> list[np.ndarray]:
+    """The sequences of a token stream: cut at each line end (`lines`) or at each run of two or
+    more (`documents`). The line ends themselves are left out; empty sequences are dropped."""
+    ids = np.asarray(ids)
+    is_end = np.isin(ids, list(_lengths(line_ends)))
+    return [ids[a:b] for a, b, _ in _pieces(is_end, unit) if _kept(is_end[a:b], unit)]
 
 
-def unscored_newlines(ids: np.ndarray, newline: int, unit: str) -> int:
-    """The newlines of `ids` that no target of its sequences stands for: the `</s>` of a
-    sequence stands for the SEPARATOR newlines after it (none at the end of the text), a
-    document's single newlines are its own tokens, and the rest (blank lines in `lines`,
-    newlines past two in a row in `documents`) are predicted by nothing."""
-    predicted = sum(
-        int((piece == newline).sum()) + min(after, SEPARATOR[unit])
-        for piece, after in _pieces(ids, newline, unit)
-        if _kept(piece, newline, unit)
-    )
-    return int((np.asarray(ids) == newline).sum()) - predicted
+def unscored_newlines(ids: np.ndarray, line_ends: LineEnds, unit: str) -> int:
+    """How many line ends of `ids` no target stands for (see `_unscored`): each is a word."""
+    return len(_unscored(ids, _lengths(line_ends), unit))
 
 
-def _pieces(ids: np.ndarray, newline: int, unit: str) -> list[tuple[np.ndarray, int]]:
-    """The stretches of the stream between cuts, each with the newlines of the cut after it."""
+def unscored_bytes(ids: np.ndarray, line_ends: LineEnds, unit: str) -> int:
+    """The bytes (and characters) of the line ends of `ids` that no target stands for."""
+    lengths = _lengths(line_ends)
+    return sum(lengths[i] for i in _unscored(ids, lengths, unit).tolist())
+
+
+def _lengths(line_ends: LineEnds) -> dict[int, int]:
+    return line_ends if isinstance(line_ends, dict) else {int(line_ends): 1}
+
+
+def _unscored(ids: np.ndarray, lengths: dict[int, int], unit: str) -> np.ndarray:
+    """The line-end ids that no target stands for: the `</s>` of a sequence stands for the
+    SEPARATOR line ends after it, whichever pieces they are (none at the end of the text), a
+    document's single line ends are its own tokens, and the rest (blank lines in `lines`,
+    line ends past two in a row in `documents`) are predicted by nothing."""
+    ids = np.asarray(ids)
+    is_end = np.isin(ids, list(lengths))
+    predicted = np.zeros(len(ids), dtype=bool)
+    for start, stop, cut in _pieces(is_end, unit):
+        if _kept(is_end[start:stop], unit):
+            predicted[start : min(cut, stop + SEPARATOR[unit])] = True
+    return ids[is_end & ~predicted]
+
+
+def _pieces(is_end: np.ndarray, unit: str) -> list[tuple[int, int, int]]:
+    """The stretches of the stream between cuts, as (start, stop, end of the cut after it)."""
     if unit not in UNITS:
         raise UsageError(f"--sequences must be stream, lines or documents, got {unit!r}")
-    ids = np.asarray(ids)
-    breaks = np.flatnonzero(ids == newline)
-    if unit == "documents":  # a blank line: a newline right after a newline
+    breaks = np.flatnonzero(is_end)
+    if unit == "documents":  # a blank line: a line end right after a line end
         runs = np.split(breaks, np.flatnonzero(np.diff(breaks) > 1) + 1) if len(breaks) else []
         cuts = [(run[0], run[-1]) for run in runs if len(run) >= 2]
     else:
         cuts = [(b, b) for b in breaks]
     pieces, start = [], 0
     for first, last in cuts:
-        pieces.append((ids[start:first], last - first + 1))
-        start = last + 1
-    pieces.append((ids[start:], 0))
+        pieces.append((start, int(first), int(last) + 1))
+        start = int(last) + 1
+    pieces.append((start, len(is_end), len(is_end)))
     return pieces
 
 
-def _kept(piece: np.ndarray, newline: int, unit: str) -> bool:
-    """Empty stretches are no sequence, nor, for documents, stretches of single newlines only."""
-    return len(piece) > 0 and (unit == "lines" or bool((piece != newline).any()))
+def _kept(is_end: np.ndarray, unit: str) -> bool:
+    """Empty stretches are no sequence, nor, for documents, stretches of line ends only."""
+    return len(is_end) > 0 and (unit == "lines" or not is_end.all())
 
 
 def truncate(sequences: list[np.ndarray], max_length: int | None) -> tuple[list, int]:

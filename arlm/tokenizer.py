@@ -113,6 +113,15 @@ class Tokenizer:
         return self._newline[0] if len(self._newline) == 1 else None
 
     @property
+    def line_ends(self) -> dict[int, int]:
+        """The ids that end a line, each with the bytes (and characters) it stands for: "\n",
+        and a new word model's "▁\n" (a line's trailing space and its newline)."""
+        ends = {} if self.newline_id is None else {self.newline_id: 1}
+        if self._spaced_newline:
+            ends[self._spaced_newline[0]] = 2
+        return ends
+
+    @property
     def unk_marker(self) -> str | None:
         """The corpus's unknown-word marker that a word model holds as one piece, if any."""
         if self.model_type != "word":

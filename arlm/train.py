@@ -580,10 +580,11 @@ class Trainer:
         val_ids: np.ndarray,
         config: TrainConfig,
         val_bytes_per_token: float = 1.0,
-        specials: dict[str, int] | None = None,
+        specials: dict | None = None,
         world: World | None = None,
     ) -> None:
-        """`specials`: the "newline", "bos" and "eos" ids, for --sequences lines|documents.
+        """`specials`: the "line_ends" (Tokenizer.line_ends), "bos" and "eos" ids, for
+        --sequences lines|documents.
         `world`: this process's rank among data-parallel processes (arlm.distributed)."""
         config.check()
         self.config = config
@@ -671,15 +672,16 @@ class Trainer:
 
     # -- schedule and stopping ---------------------------------------------------------------
 
-    def _split(self, train_ids, val_ids, specials: dict[str, int] | None) -> None:
+    def _split(self, train_ids, val_ids, specials: dict | None) -> None:
         c = self.config
-        if not specials or specials.get("newline") is None:
+        if not specials or not specials.get("line_ends"):
             raise UsageError("--sequences needs a dataset whose tokenizer has a newline piece")
         self.specials = specials
-        cut = lambda ids: seqs.split(ids, specials["newline"], c.sequences)  # noqa: E731
+        ends = specials["line_ends"]
+        cut = lambda ids: seqs.split(ids, ends, c.sequences)  # noqa: E731
         self.train_sequences, truncated = seqs.truncate(cut(train_ids), c.max_length)
         self.val_sequences = cut(val_ids)  # all of it, as `arlm eval` scores: never cut
-        self.val_unscored = seqs.unscored_newlines(val_ids, specials["newline"], c.sequences)
+        self.val_unscored_bytes = seqs.unscored_bytes(val_ids, ends, c.sequences)
         if not self.train_sequences or not self.val_sequences:
             raise UsageError(f"the dataset holds no {c.sequences} to train or validate on")
         self.lengths = np.array([len(s) for s in self.train_sequences])
@@ -1002,7 +1004,7 @@ class Trainer:
                 loss, count = seqs.evaluate(
                     self.model, self.val_sequences, s["bos"], s["eos"], self.device
                 )
-            val_bytes -= self.val_unscored  # newlines no target predicts (see score.score)
+            val_bytes -= self.val_unscored_bytes  # of line ends no target predicts (score.score)
         elif self.world.main:  # with several processes, rank 0 evaluates and tells the rest
             loss, count = evaluate(self.model, self.val_ids, self.device, self.precision)
         else:

@@ -213,7 +213,7 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World
         )
     val = meta["val"]
     tokenizer = Tokenizer.load(dataset)
-    specials = {"newline": tokenizer.newline_id, "bos": tokenizer.bos_id, "eos": tokenizer.eos_id}
+    specials = {"line_ends": tokenizer.line_ends, "bos": tokenizer.bos_id, "eos": tokenizer.eos_id}
     bytes_per_token = val["bytes"] / val["tokens"]
     return Trainer(model, train_ids, val_ids, config, bytes_per_token, specials, world)
 

@@ -26,6 +26,20 @@ def test_split_into_lines_and_documents():
     assert [d.tolist() for d in documents] == [[5, 6, NL, 7], [8, NL, 3], [4]]
 
 
+def test_either_line_end_cuts_and_a_blank_line_may_mix_them():
+    SNL = 10  # a word model's "▁\n": 2 bytes
+    ends = {NL: 1, SNL: 2}
+    ids = np.array([5, 6, SNL, 7, NL, SNL, 8, SNL, 3, SNL, NL, SNL, 4])
+    assert [s.tolist() for s in seqs.split(ids, ends, "lines")] == [[5, 6], [7], [8], [3], [4]]
+    documents = seqs.split(ids, ends, "documents")
+    assert [d.tolist() for d in documents] == [[5, 6, SNL, 7], [8, SNL, 3], [4]]
+    # lines: the blank lines' SNL and NL, SNL; documents: the third line end of the last run
+    assert seqs.unscored_newlines(ids, ends, "lines") == 3
+    assert seqs.unscored_bytes(ids, ends, "lines") == 2 + 1 + 2
+    assert seqs.unscored_newlines(ids, ends, "documents") == 1
+    assert seqs.unscored_bytes(ids, ends, "documents") == 2
+
+
 def test_padding_pre_and_post_by_hand():
     post = seqs.pad([np.array([5, 6, 7]), np.array([8])], BOS, EOS, "post")
     assert post.inputs.tolist() == [[BOS, 5, 6, 7], [BOS, 8, 0, 0]]
