@@ -435,6 +435,18 @@ def _largest_id(path: Path, dtype: np.dtype, block: int = 64 << 20) -> int:
     return largest
 
 
+def token_counts(folder: Path, split: str = "train", block: int = 4 << 20) -> np.ndarray:
+    """How often each id of the vocabulary occurs in one split (vocab_size,), read in blocks
+    as _largest_id does: memory stays flat whatever the corpus size."""
+    ids = open_ids(folder, split)  # refuses a missing, truncated or corrupt split
+    counts = np.zeros(load_meta(folder)["vocab_size"], dtype=np.int64)
+    if len(ids):
+        with open(ids.filename, "rb") as file:
+            while chunk := file.read(block):
+                counts += np.bincount(np.frombuffer(chunk, ids.dtype), minlength=len(counts))
+    return counts
+
+
 # -- batches for training ---------------------------------------------------------------------
 
 

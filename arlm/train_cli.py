@@ -22,7 +22,7 @@ from arlm import __version__, checkpoint, data, distributed, embed, recipes, set
 from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
-from arlm.models import ModelConfig, all_finite, build_model
+from arlm.models import ModelConfig, RecurrentLM, all_finite, build_model
 from arlm.plot import learning_curve
 from arlm.tokenizer import Tokenizer
 from arlm.train import (
@@ -169,12 +169,14 @@ def _check_out(out: Path, dataset: Path, force: bool) -> None:
 def _new_trainer(
     values: dict, model_config: ModelConfig, train_config: TrainConfig, dataset: Path, world: World
 ) -> Trainer:
-    """A fresh model (seeded, sized to the dataset's vocabulary, embeddings loaded if asked)
-    and its trainer."""
+    """A fresh model (seeded, sized to the dataset's vocabulary, its first prediction the
+    training text's unigram distribution, embeddings loaded if asked) and its trainer."""
     meta = data.load_meta(dataset)
     model_config.vocab_size = meta["vocab_size"]
     torch.manual_seed(train_config.seed)
     model = build_model(model_config)
+    if isinstance(model, RecurrentLM):  # no plateau above the unigram level (see start_at_unigram)
+        model.start_at_unigram(torch.from_numpy(data.token_counts(dataset)))
     if values.get("init_embeddings"):
         embed.init_embeddings(model, values["init_embeddings"], meta["tokenizer"]["sha256"])
     return _trainer(model, dataset, meta, train_config, world)

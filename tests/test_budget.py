@@ -274,6 +274,7 @@ def test_arlm_train_ends_within_its_budget_with_slow_writes_and_reports_them(
     )
     evaluations = [m for m in checkpoint.read_metrics(out) if "val_loss" in m]
     seconds, share = re.search(r"([\d.]+)s, (\d+)% of the time", row("evaluation")).groups()
-    assert float(seconds) >= 0.05 * len(evaluations) and 0 < int(share) < 100
+    shown = 0.05  # the summary prints tenths of a second: 0.30 s of sleeps can read "0.3"
+    assert float(seconds) + shown >= 0.05 * len(evaluations) and 0 < int(share) < 100
     seconds = re.search(r"([\d.]+)s writing", row("checkpoints")).group(1)
-    assert float(seconds) >= 0.05 * 2 * len(evaluations)  # last.safetensors and the curve
+    assert float(seconds) + shown >= 0.05 * 2 * len(evaluations)  # last.safetensors, curve

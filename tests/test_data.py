@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from arlm import data
 from arlm.errors import ArlmError, UsageError
 from arlm.tokenizer import Tokenizer
-from tests.conftest import corpus_text
+from tests.conftest import corpus_text, make_char_dataset
 
 
 def test_read_text_chunks_end_at_line_ends_and_rebuild_the_file(tmp_path):
@@ -206,3 +206,12 @@ def test_a_dataset_whose_tokenizer_is_not_meta_jsons_is_refused(tmp_path, corpus
     with pytest.raises(ArlmError, match="tokenizer.model") as info:
         data.load_meta(tmp_path / "ds")
     assert info.value.exit_code == 1
+
+
+def test_token_counts_are_the_bincount_of_a_split_read_in_blocks(tmp_path):
+    folder = make_char_dataset(tmp_path)
+    ids = np.asarray(data.open_ids(folder, "train"))
+    vocab = data.load_meta(folder)["vocab_size"]
+    expected = np.bincount(ids, minlength=vocab)
+    for block in (2, 6, 1 << 20):  # bytes: one id, several, the whole split at once
+        assert np.array_equal(data.token_counts(folder, "train", block=block), expected)

@@ -2,10 +2,13 @@
 the default settings the loss leaves the unigram level within the first 100 updates."""
 
 import numpy as np
+import pytest
 import torch
 
+from arlm import checkpoint, data
 from arlm.models import ModelConfig, build_model
 from arlm.train import TrainConfig, Trainer
+from tests.conftest import run_arlm
 
 torch.set_num_threads(1)
 
@@ -66,3 +69,28 @@ def test_the_loss_leaves_the_unigram_level_within_100_updates():
     unigram = unigram_entropy(ids)
     losses = first_losses(ids, steps=100)
     assert min(losses[50:60]) < unigram - 0.5, (unigram, losses[::10])
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe", "char"])
+def test_arlm_train_starts_at_the_unigram_level_and_leaves_it(tmp_path, kind):
+    """The same through the command line, for each tokenizer type: the defaults (the recipe
+    the dataset picks; only the model and batch made smaller), a new model's first loss at the
+    unigram level of its training tokens, and 0.5 nats below it within 100 updates."""
+    ids = grammar_ids()
+    words = " ".join(f"w{i}" if i > 1 else ".\n"[i] for i in ids)
+    corpus = tmp_path / "grammar.txt"
+    corpus.write_text(words.replace(" \n ", "\n"), encoding="utf-8")
+    dataset = tmp_path / "ds"
+    data.build(
+        dataset, [data.scan(corpus)], model_type=kind, vocab_size=300 if kind == "bpe" else None
+    )
+    out = tmp_path / "run"
+    run = run_arlm(
+        "train", "--data", dataset, "--out", out, "--device", "cpu", "--max-steps", 100,
+        "--embedding-dim", 64, "--hidden-size", 128, "--batch-size", 16, "--k1", 32,
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    unigram = unigram_entropy(np.asarray(data.open_ids(dataset, "train")))
+    losses = [m["loss"] for m in checkpoint.read_metrics(out) if "loss" in m]
+    assert abs(losses[0] - unigram) < 0.15, (losses[0], unigram)
+    assert min(losses) < unigram - 0.5, (unigram, losses[::10])
