@@ -351,7 +351,8 @@ def train(
         typer.Option(help="DropConnect on the hidden-to-hidden weights, a new mask each pass."),
     ] = None,
     tie_weights: Annotated[
-        bool | None, typer.Option("--tie-weights", help="Share input and output embeddings.")
+        bool | None,
+        typer.Option("--tie-weights/--no-tie-weights", help="Share input and output embeddings."),
     ] = None,
     input: Annotated[
         Literal["embedding", "one-hot"] | None,

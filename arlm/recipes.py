@@ -3,28 +3,32 @@
 The built-in defaults (TrainConfig, ModelConfig) were tuned on characters and small subword
 vocabularies. On words they lose to the textbook recipe: a vocabulary of tens of thousands of
 words wants another optimizer and more regularisation (issue 14; the measurements behind each
-value are in bench/results/recipes.md). A recipe only fills in what neither a flag nor the
+value are in the README, "Word-level models"). A recipe only fills in what neither a flag nor the
 --config file sets: precedence is flags, then TOML, then the recipe, then the built-in defaults.
 `presets/<name>.toml` holds the same values, to read or to copy.
 """
 
 from __future__ import annotations
 
+from arlm.models.recurrent import ModelConfig
+
 # Beyond this many pieces a vocabulary is treated as words, whatever made it.
 WORD_VOCABULARY = 10_000
 
 RECIPES: dict[str, dict[str, object]] = {
     "characters": {},  # the built-in defaults
-    "words": {
-        "optimizer": "sgd",
-        "lr": 20.0,
-        "schedule": "plateau",
-        "warmup": 0,
-        "weight_decay": 0.0,
-        "clip": 0.25,
+    "words": {  # measured on WikiText-2, 5 minutes each (README, "Word-level models")
+        "optimizer": "adamw",
+        "lr": 1e-2,
+        "schedule": "cosine",
+        "warmup": 50,
+        "weight_decay": 0.01,
+        "embedding_decay": False,
+        "clip": 1.0,
         "dropout": 0.2,
-        "batch_size": 20,
+        "batch_size": 32,
         "k1": 35,
+        "tie_weights": True,
     },
 }
 
@@ -45,6 +49,39 @@ def pick(meta: dict | None, kind: str) -> str | None:
     return "words" if words or meta["vocab_size"] > WORD_VOCABULARY else "characters"
 
 
-def apply(name: str | None, values: dict) -> dict:
-    """`values` (flags merged with TOML) with the recipe's settings under them."""
-    return RECIPES[name] | values if name else values
+# The shape that did best in a time budget on the 2-core CPU of issue 14 (README, "Model
+# size"): (up to this many seconds of --time-budget, the shape). Measured on that CPU only: on
+# another device the budget buys other token counts, and the built-in shape stays.
+# A row's limit sits between two budgets measured, at their geometric mean: 4.5 minutes between
+# 2 and 10, 17 between 10 and 30 (not yet measured); beyond the last row the recipe's own shape
+# stays.
+SIZES: dict[str, tuple[tuple[float, dict[str, int]], ...]] = {
+    # 2x256 did best at 2 minutes (against 2x512 and 2x1024), 2x512 at 10 (against 2x256)
+    "characters": (
+        (4.5 * 60, {"num_layers": 2, "hidden_size": 256}),
+        (17 * 60, {"num_layers": 2, "hidden_size": 512}),
+    ),
+    # 2x128 did best at 2 and 10 minutes, against 2x256 and (at 2 minutes) 2x512
+    "words": ((17 * 60, {"num_layers": 2, "hidden_size": 128}),),
+}
+SHAPE = ("hidden_size", "num_layers", "embedding_dim")
+
+
+def apply(name: str | None, values: dict, *, cpu: bool = True) -> dict:
+    """`values` (flags merged with TOML) with the recipe's settings under them, and, for a
+    --time-budget on the CPU with no shape given, the size that does best in that budget."""
+    if not name:
+        return values
+    merged = RECIPES[name] | values
+    budget = values.get("time_budget")
+    if budget and cpu and not any(key in values for key in SHAPE):
+        merged |= next((shape for upto, shape in SIZES[name] if budget <= upto), {})
+    if merged.get("tie_weights") and "tie_weights" not in values:
+        # the recipe ties the output layer to the embedding: one size for both, unless the
+        # user chose an embedding of another size or one-hot inputs
+        hidden = merged.get("hidden_size", ModelConfig.hidden_size)
+        if merged.get("input") == "one-hot" or merged.get("embedding_dim", hidden) != hidden:
+            merged["tie_weights"] = False
+        else:
+            merged["embedding_dim"] = hidden
+    return merged

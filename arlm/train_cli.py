@@ -59,7 +59,10 @@ def _train(
         recipe = checkpoint.read_config(out).get("recipe")
     else:
         recipe = _recipe(values)
-        trainer, out, dataset = _start(recipes.apply(recipe, values), force, console, world)
+        cpu = pick_device(values.get("device") or "auto").type == "cpu"
+        trainer, out, dataset = _start(
+            recipes.apply(recipe, values, cpu=cpu), force, console, world
+        )
     config = _describe(trainer, dataset) | {"recipe": recipe}
     if world.main:
         write_json(out / checkpoint.CONFIG, config)
