@@ -42,24 +42,31 @@ def main(
 ) -> None:
     values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
     log_every = values.pop("log_every", 10) or 10
-    world = distributed.from_environment(pick_device(values.get("device") or "auto"))
+    device = pick_device(values.get("device") or "auto")
+    world = distributed.from_environment(device)
     if not world.main:  # rank 0 speaks and writes for all
         console = Console(quiet=True)
     try:
-        _train(values, resume, force, console, world, log_every)
+        _train(values, resume, force, console, world, log_every, cpu=device.type == "cpu")
     finally:  # the trainer (and its DDP wrapper) is gone by now: only then leave the group
         distributed.finish(world)
 
 
 def _train(
-    values: dict, resume: Path | None, force: bool, console: Console, world: World, log_every: int
+    values: dict,
+    resume: Path | None,
+    force: bool,
+    console: Console,
+    world: World,
+    log_every: int,
+    *,
+    cpu: bool,
 ) -> None:
     if resume is not None:
         trainer, out, dataset = _resume(Path(resume), values, world)
         recipe = checkpoint.read_config(out).get("recipe")
     else:
         recipe = _recipe(values)
-        cpu = pick_device(values.get("device") or "auto").type == "cpu"
         trainer, out, dataset = _start(
             recipes.apply(recipe, values, cpu=cpu), force, console, world
         )

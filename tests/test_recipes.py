@@ -45,9 +45,7 @@ def test_flags_and_toml_win_over_the_recipe():
 
 
 def test_a_tied_recipe_sizes_the_embedding_as_the_hidden_layer():
-    tied = recipes.RECIPES["words"].get("tie_weights")
-    if not tied:
-        pytest.skip("the words recipe does not tie the output layer to the embedding")
+    assert recipes.RECIPES["words"]["tie_weights"]
     merged = recipes.apply("words", {"hidden_size": 96})
     assert merged["tie_weights"] and merged["embedding_dim"] == 96
     settings.model_config(merged)  # accepted: a tie needs one size
