@@ -34,7 +34,7 @@ from safetensors.torch import save
 from arlm.data import DATASET_FILES
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write, read_versioned
-from arlm.models import ModelConfig, RecurrentLM, all_finite, build_model
+from arlm.models import LanguageModel, ModelConfig, all_finite, build_model
 
 FORMAT = "arlm-checkpoint"
 FORMAT_VERSION = 2
@@ -202,31 +202,31 @@ def unpack(value, tensors: dict[str, torch.Tensor]):
 # -- weights and snapshots --------------------------------------------------------------------
 
 
-def _weights(model: RecurrentLM) -> dict[str, torch.Tensor]:
+def _weights(model: LanguageModel) -> dict[str, torch.Tensor]:
     """The state dict; tied weights appear under both names (write_tensors copies each, since
     safetensors refuses shared storage, as do cuDNN's packed weights); loading restores ties."""
     return dict(model.state_dict())
 
 
-def _check_finite(model: RecurrentLM, path: Path) -> None:
+def _check_finite(model: LanguageModel, path: Path) -> None:
     if not all_finite(model):
         raise ArlmError(f"refusing to write {path}: the weights are not finite (old file kept)")
 
 
-def save_weights(model: RecurrentLM, folder: Path, name: str = BEST, **meta) -> None:
+def save_weights(model: LanguageModel, folder: Path, name: str = BEST, **meta) -> None:
     """Weights alone, under their own names: other tools can read model.safetensors."""
     path = Path(folder) / name
     _check_finite(model, path)
     write_tensors(path, _weights(model), {"kind": "weights", **meta})
 
 
-def save_last(model: RecurrentLM, trainer_state: dict, folder: Path) -> None:
+def save_last(model: LanguageModel, trainer_state: dict, folder: Path) -> None:
     """Weights and trainer state in one file: one rename replaces both."""
     snapshot(model, trainer_state, folder)()
 
 
 def snapshot(
-    model: RecurrentLM, trainer_state: dict, folder: Path, best: dict | None = None
+    model: LanguageModel, trainer_state: dict, folder: Path, best: dict | None = None
 ) -> Callable[[], None]:
     """Copy the weights and the trainer state off the device now; return what writes them to
     last.safetensors (and the weights to model.safetensors, with the meta `best`, when they
@@ -320,7 +320,7 @@ def _read(folder: Path, name: str, kind: str) -> tuple[dict, dict, dict]:
     return config, tensors, meta
 
 
-def _build(config: dict, tensors: dict, path: Path, device) -> RecurrentLM:
+def _build(config: dict, tensors: dict, path: Path, device) -> LanguageModel:
     model = build_model(ModelConfig.from_dict(config["model"]))
     try:
         model.load_state_dict(tensors, strict=True)
@@ -330,13 +330,13 @@ def _build(config: dict, tensors: dict, path: Path, device) -> RecurrentLM:
     return model.to(device)
 
 
-def load(folder: Path, device: str | torch.device = "cpu") -> tuple[RecurrentLM, dict]:
+def load(folder: Path, device: str | torch.device = "cpu") -> tuple[LanguageModel, dict]:
     """The best model of a checkpoint with its weights; returns (model, config)."""
     config, tensors, _ = _read(folder, BEST, "weights")
     return _build(config, tensors, Path(folder) / BEST, device), config
 
 
-def load_last(folder: Path) -> tuple[RecurrentLM, dict]:
+def load_last(folder: Path) -> tuple[LanguageModel, dict]:
     """The latest snapshot: (model on the CPU, trainer state)."""
     config, tensors, meta = _read(folder, LAST, "snapshot")
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}

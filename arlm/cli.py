@@ -275,9 +275,7 @@ ModelKind = Literal["elman", "jordan", "lstm", "gru", "ngram", "hmm"]
 
 def _config_defaults() -> dict[str, object]:
     """Each `arlm train` option that sets a field of ModelConfig or TrainConfig -> its default."""
-    from arlm.models import ModelConfig
-    from arlm.settings import MODEL_FIELDS, TRAIN_FIELDS
-    from arlm.train import TrainConfig
+    from arlm.settings import MODEL_FIELDS, TRAIN_FIELDS, ModelConfig, TrainConfig
 
     model = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
     train = {field.name: field.default for field in dataclasses.fields(TrainConfig)}

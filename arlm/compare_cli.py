@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from arlm import checkpoint
+from arlm import checkpoint, models
 from arlm.errors import UsageError
 from arlm.formats import atomic_write
 from arlm.generate_cli import load, score_loaded
@@ -37,7 +37,7 @@ def describe(folder: Path, model, config: dict) -> dict:
     metrics = checkpoint.read_metrics(folder)
     return {
         "checkpoint": str(folder),
-        "model": model_config.describe(),
+        "model": models.describe(model_config),
         "kind": model_config.kind,
         "parameters": model.num_parameters(),
         "training_seconds": max((m.get("elapsed", 0.0) for m in metrics), default=0.0),

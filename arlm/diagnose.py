@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from arlm.errors import UsageError
-from arlm.models import RecurrentLM
+from arlm.models import LanguageModel, describe
 
 
 def gradient_by_distance(
-    model: RecurrentLM, ids: np.ndarray, distance: int, windows: int = 64, seed: int = 0
+    model: LanguageModel, ids: np.ndarray, distance: int, windows: int = 64, seed: int = 0
 ) -> np.ndarray:
     """Mean norm of d loss(next token) / d input(t - k) for k = 0..distance: (distance + 1,)."""
-    if not hasattr(model, "input"):
+    if not model.has_input_layer:
         raise UsageError(
             f"{model.config.kind} has no input layer to differentiate: diagnose neural models"
         )
@@ -74,7 +74,7 @@ def run_diagnose(options: dict, console) -> None:
     for folder in map(Path, options["checkpoints"]):
         model, _, tokenizer, _ = load(folder, "cpu")  # its tokenizer checked, as for eval
         text = score.text_from_path(tokenizer, options["data"])
-        name = f"{folder.name} ({model.config.describe()})"
+        name = f"{folder.name} ({describe(model.config)})"
         curves[name] = gradient_by_distance(
             model, np.asarray(text.ids), options["max_distance"], options["windows"]
         )

@@ -194,12 +194,12 @@ def neighbors(vectors: torch.Tensor, index: int, count: int = 10) -> list[tuple[
 def init_embeddings(model, path: Path, tokenizer_sha: str) -> None:
     """Copy an embeddings file into the model's input layer (same tokenizer, same sizes)."""
     vectors, meta = load(path)
-    weight = getattr(getattr(model, "input", None), "weight", None)
-    if weight is None:
+    if not model.has_input_layer or model.config.input != "embedding":
         raise UsageError(
             "--init-embeddings needs a model with an embedding input layer "
             "(not --input one-hot, ngram or hmm)"
         )
+    weight = model.input.weight
     if meta.get("tokenizer_sha256") != tokenizer_sha:
         raise UsageError(f"{path} was trained on another tokenizer than this dataset's")
     if tuple(vectors.shape) != tuple(weight.shape):

@@ -12,13 +12,13 @@ from rich.console import Console
 
 from arlm import checkpoint, score
 from arlm.errors import ArlmError, UsageError
-from arlm.models import RecurrentLM, device_of
+from arlm.models import LanguageModel, device_of
 from arlm.sample import Detokenizer, beam_search, check_sampling, generate
 from arlm.tokenizer import Tokenizer
 from arlm.train import pick_device, pick_precision
 
 
-def load(folder: Path, device_name: str) -> tuple[RecurrentLM, dict, Tokenizer, torch.device]:
+def load(folder: Path, device_name: str) -> tuple[LanguageModel, dict, Tokenizer, torch.device]:
     """The best weights of a checkpoint, its config and its tokenizer, on `device_name`, and
     the device the model is on: the CPU for an n-gram, whose tables stay there."""
     device = pick_device(device_name)
@@ -223,7 +223,7 @@ def score_checkpoint(
 
 
 def score_loaded(
-    model: RecurrentLM,
+    model: LanguageModel,
     config: dict,
     tokenizer: Tokenizer,
     device: torch.device,

@@ -10,7 +10,8 @@ value are in the README, "Word-level models"). A recipe only fills in what neith
 
 from __future__ import annotations
 
-from arlm.models.recurrent import ModelConfig
+from arlm.models import kinds
+from arlm.settings import ModelConfig
 
 # Beyond this many pieces a vocabulary is treated as words, whatever made it.
 WORD_VOCABULARY = 10_000
@@ -33,15 +34,11 @@ RECIPES: dict[str, dict[str, object]] = {
 }
 
 
-# The classical models take no recipe: the n-gram counts, the HMM keeps its own defaults.
-NEURAL = ("elman", "jordan", "lstm", "gru")
-
-
 def pick(meta: dict | None, kind: str) -> str | None:
     """'words' for a word tokenizer or a large vocabulary, else 'characters'; None for a
     classical model. `meta` is the dataset's meta.json (None: a text file, which `arlm train`
     tokenizes as characters)."""
-    if kind not in NEURAL:
+    if kind not in kinds(family="recurrent"):  # the n-gram counts; the HMM keeps its defaults
         return None
     if meta is None:
         return "characters"

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from arlm.errors import UsageError
-from arlm.models import RecurrentLM, State, device_of
+from arlm.models import LanguageModel, State, device_of
 from arlm.tokenizer import Tokenizer
 
 
@@ -89,7 +89,7 @@ class Step:
 
 @torch.no_grad()
 def generate(
-    model: RecurrentLM,
+    model: LanguageModel,
     prompt: list[int],
     max_tokens: int,
     num_samples: int = 1,
@@ -129,7 +129,7 @@ def generate(
 
 @torch.no_grad()
 def beam_search(
-    model: RecurrentLM,
+    model: LanguageModel,
     prompt: list[int],
     max_tokens: int,
     beam: int,

@@ -15,7 +15,7 @@ from arlm import data
 from arlm import sequences as seqs
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write
-from arlm.models import RecurrentLM
+from arlm.models import LanguageModel
 from arlm.tokenizer import Tokenizer, count_words
 from arlm.train import autocast, evaluate
 
@@ -78,7 +78,7 @@ def text_from_dataset(folder: Path, tokenizer: Tokenizer) -> Text:
 
 
 def score(
-    model: RecurrentLM,
+    model: LanguageModel,
     text: Text,
     device: torch.device,
     precision: torch.dtype,

@@ -166,7 +166,7 @@ def loss(model, batch: Batch, device: torch.device) -> tuple[torch.Tensor, int]:
     inputs, targets = batch.inputs.to(device), batch.targets.to(device)
     state = model.init_state(inputs.shape[0])
     real = targets != IGNORE
-    if hasattr(model, "features"):  # packed: the recurrent layer reads no pad
+    if model.fused:  # packed: the recurrent layer reads no pad
         h, _ = model.features(inputs, state, batch.lengths)
         output = model.output
         value = linear_cross_entropy(h[real], output.weight, output.bias, targets[real])

@@ -1,35 +1,183 @@
-"""Training settings from three places, in order of precedence: command-line flags, a TOML
-file (`--config`, the same names as the flags), then the built-in defaults."""
+"""The settings of a model and of its training, and where they come from: command-line flags,
+then a TOML file (`--config`, the same names as the flags), then the defaults of the dataclasses
+below, which the CLI's help shows. No torch here: `arlm --help` and `arlm tokenize` start fast.
+
+A checkpoint stores both configs (config.json), so sampling and resuming need no flags.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 import tomllib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from arlm.errors import ArlmError, UsageError
-from arlm.models import ModelConfig
-from arlm.train import TrainConfig
 
-# flag name -> (which config, field name)
-MODEL_FIELDS = {
-    "model": "kind",
-    "embedding_dim": "embedding_dim",
-    "hidden_size": "hidden_size",
-    "num_layers": "num_layers",
-    "dropout": "dropout",
-    "tie_weights": "tie_weights",
-    "input": "input",
-    "nonlinearity": "nonlinearity",
-    "jordan_decay": "jordan_decay",
-    "dropout_input": "dropout_input",
-    "dropout_hidden": "dropout_hidden",
-    "dropout_output": "dropout_output",
-    "dropout_embedding": "dropout_embedding",
-    "weight_drop": "weight_drop",
-    "order": "order",
-    "states": "states",
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint."""
+
+    kind: str = "lstm"  # a key of REGISTRY: elman | lstm | gru | jordan | ngram | hmm
+    vocab_size: int = 256
+    embedding_dim: int = 128
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.1  # on embeddings, between layers, before the output; never recurrent
+    tie_weights: bool = False  # share the input embedding with the output layer
+    input: str = "embedding"  # embedding | one-hot
+    nonlinearity: str = "tanh"  # elman only: tanh | relu
+    jordan_decay: float = 0.5  # jordan only: a in c_t = a * c_{t-1} + y_{t-1}
+    # The AWD-LSTM regularisers (Merity et al., 2017), fused kinds only. A locked dropout left
+    # at None keeps --dropout's plain dropout in its place; 0 turns that place's dropout off.
+    dropout_input: float | None = None  # locked dropout on the embeddings
+    dropout_hidden: float | None = None  # locked dropout between recurrent layers
+    dropout_output: float | None = None  # locked dropout on the last layer's output
+    dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
+    order: int = 3  # ngram only: N, the tokens of each n-gram
+    states: int = 32  # hmm only: K hidden states
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def check(self) -> None:
+        """Refuse impossible settings with a message that says what to change: those of every
+        kind here; arlm.models.check adds those of the kind (LanguageModel.check_config)."""
+        for name in ("vocab_size", "hidden_size", "num_layers", "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.input not in ("embedding", "one-hot"):
+            raise UsageError(f"--input must be embedding or one-hot, got {self.input!r}")
+        for name in REGULARISERS:
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+        if self.tie_weights and self.input == "one-hot":
+            raise UsageError("--tie-weights needs --input embedding (one-hot has no weights)")
+        if self.tie_weights and self.embedding_dim != self.hidden_size:
+            raise UsageError(
+                "--tie-weights needs --embedding-dim equal to --hidden-size "
+                f"(got {self.embedding_dim} and {self.hidden_size})"
+            )
+
+    def regularisers(self) -> list[str]:
+        """The AWD-LSTM regularisers set away from their defaults."""
+        fields = self.__dataclass_fields__
+        return [name for name in REGULARISERS if getattr(self, name) != fields[name].default]
+
+
+REGULARISERS = (
+    "dropout_input",
+    "dropout_hidden",
+    "dropout_output",
+    "dropout_embedding",
+    "weight_drop",
+)
+
+
+UNITS = ("lines", "documents")  # --sequences other than stream (arlm.sequences)
+PADDINGS = ("pre", "post")
+OPTIMIZERS = ("adamw", "sgd", "nt-asgd")
+SCHEDULES = ("cosine", "constant", "plateau")
+
+
+@dataclass
+class TrainConfig:
+    """How to train; stored in the checkpoint. Defaults train a small corpus well on a CPU."""
+
+    batch_size: int = 32  # parallel streams B
+    k1: int = 64  # tokens between updates
+    k2: int | None = None  # tokens backpropagated (>= k1); None: k1
+    optimizer: str = "adamw"  # adamw | sgd | nt-asgd (SGD, then averaged: see Averager)
+    nonmono: int = 5  # nt-asgd: evaluations that may pass without beating the best before them
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    embedding_decay: bool = True  # False: no weight decay on the embedding (nor a tied output)
+    warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine | constant | plateau
+    min_lr_ratio: float = 0.1  # cosine decays to lr * this
+    plateau_factor: float = 4.0  # plateau: lr divided by this at each evaluation not the best
+    clip: float = 1.0  # gradient norm clipping; 0 turns it off
+    ar: float = 0.0  # activation regularisation: ar * mean(h^2) of the last layer's output
+    tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1})^2), before output dropout
+    bptt_jitter: bool = False  # stream only: each window's length drawn around k1 (AWD-LSTM)
+    eval_every: int | None = None  # steps; None: a share of the wall time (arlm.train)
+    patience: int | None = None  # evaluations without improvement before stopping
+    max_steps: int | None = None
+    epochs: float | None = 10.0
+    time_budget: float | None = None  # seconds of wall time, over the runs of a checkpoint
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    compile: bool = False
+    sequences: str = "stream"  # stream (TBPTT over one long text) | lines | documents
+    padding: str = "post"  # sequences only: pads after (post) or before (pre) each sequence
+    max_length: int | None = None  # sequences only: cut longer ones
+
+    @property
+    def backprop_steps(self) -> int:
+        return self.k2 or self.k1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def check(self) -> None:
+        positive = ("batch_size", "k1", "eval_every", "nonmono")
+        for name in positive:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if self.k2 is not None and self.k2 < self.k1:
+            raise UsageError(f"--k2 ({self.k2}) must be at least --k1 ({self.k1})")
+        for name in ("max_steps", "epochs", "time_budget", "patience"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.clip < 0 or self.warmup_steps < 0:
+            raise UsageError("--lr must be positive; --weight-decay, --clip, --warmup >= 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer must be adamw, sgd or nt-asgd, got {self.optimizer!r}")
+        if self.ar < 0 or self.tar < 0:
+            raise UsageError(f"--ar and --tar must be >= 0, got {self.ar} and {self.tar}")
+        if self.sequences not in ("stream", *UNITS):
+            raise UsageError(
+                f"--sequences must be stream, lines or documents, got {self.sequences!r}"
+            )
+        if self.padding not in PADDINGS:
+            raise UsageError(f"--padding must be pre or post, got {self.padding!r}")
+        if self.max_length is not None and self.max_length < 1:
+            raise UsageError(f"--max-length must be positive, got {self.max_length}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(
+                f"--schedule must be cosine, constant or plateau, got {self.schedule!r}"
+            )
+        if self.plateau_factor < 1:
+            raise UsageError(f"--plateau-factor must be at least 1, got {self.plateau_factor}")
+        if self.sequences != "stream" and (self.ar or self.tar or self.bptt_jitter):
+            raise UsageError("--ar, --tar and --bptt-jitter train on a stream: drop --sequences")
+        if self.max_steps is None and self.epochs is None and self.time_budget is None:
+            raise UsageError("give a way to stop: --max-steps, --epochs or --time-budget")
+
+
+# -- flags > TOML > defaults ------------------------------------------------------------------
+
+# flag name -> field name: every field is a flag of `arlm train` (the vocabulary size comes
+# from the dataset), --model sets the kind and --warmup the warm-up steps
+MODEL_FIELDS = {"model": "kind"} | {
+    name: name for name in ModelConfig.__dataclass_fields__ if name not in ("kind", "vocab_size")
 }
 TRAIN_FIELDS = {name: name for name in TrainConfig.__dataclass_fields__} | {
     "warmup": "warmup_steps"

@@ -1,7 +1,7 @@
 """Truncated backpropagation through time, as a generator of records.
 
 Nothing in this file knows the model family, the console or the file system: it takes a model
-with the RecurrentLM interface and token ids, and yields what happened. The CLI prints, plots and
+with the LanguageModel interface and token ids, and yields what happened. The CLI prints, plots and
 saves checkpoints from those records.
 """
 
@@ -13,7 +13,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from arlm.distributed import World, check_split, gather, highest, share, total
 from arlm.errors import ArlmError, UsageError
 from arlm.loss import linear_cross_entropy, token_losses
 from arlm.memory import keep_freed_memory
-from arlm.models import RecurrentLM, State, all_finite, batch_dims, detach, device_of
+from arlm.models import LanguageModel, State, all_finite, batch_dims, detach, device_of
+from arlm.settings import TrainConfig
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 3  # non-finite updates in a row before going back to the last good state
@@ -43,89 +44,7 @@ EVAL_SHARE = 0.05
 # the side of finishing inside the time budget.
 FORWARD_SPEEDUP = 2.0
 STOP_REASONS = (None, "interrupted", "max steps", "epochs", "time budget", "patience")
-OPTIMIZERS = ("adamw", "sgd", "nt-asgd")
-SCHEDULES = ("cosine", "constant", "plateau")
-
-
-@dataclass
-class TrainConfig:
-    """How to train; stored in the checkpoint. Defaults train a small corpus well on a CPU."""
-
-    batch_size: int = 32  # parallel streams B
-    k1: int = 64  # tokens between updates
-    k2: int | None = None  # tokens backpropagated (>= k1); None: k1
-    optimizer: str = "adamw"  # adamw | sgd | nt-asgd (SGD, then averaged: see Averager)
-    nonmono: int = 5  # nt-asgd: evaluations that may pass without beating the best before them
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    embedding_decay: bool = True  # False: no weight decay on the embedding (nor a tied output)
-    warmup_steps: int = 50
-    schedule: str = "cosine"  # cosine | constant | plateau
-    min_lr_ratio: float = 0.1  # cosine decays to lr * this
-    plateau_factor: float = 4.0  # plateau: lr divided by this at each evaluation not the best
-    clip: float = 1.0  # gradient norm clipping; 0 turns it off
-    ar: float = 0.0  # activation regularisation: ar * mean(h^2) of the last layer's output
-    tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1})^2), before output dropout
-    bptt_jitter: bool = False  # stream only: each window's length drawn around k1 (AWD-LSTM)
-    eval_every: int | None = None  # steps; None: at most EVAL_SHARE of the time (see above)
-    patience: int | None = None  # evaluations without improvement before stopping
-    max_steps: int | None = None
-    epochs: float | None = 10.0
-    time_budget: float | None = None  # seconds of wall time, over the runs of a checkpoint
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | mps
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    compile: bool = False
-    sequences: str = "stream"  # stream (TBPTT over one long text) | lines | documents
-    padding: str = "post"  # sequences only: pads after (post) or before (pre) each sequence
-    max_length: int | None = None  # sequences only: cut longer ones
-
-    @property
-    def backprop_steps(self) -> int:
-        return self.k2 or self.k1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
-
-    def check(self) -> None:
-        positive = ("batch_size", "k1", "eval_every", "nonmono")
-        for name in positive:
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive")
-        if self.k2 is not None and self.k2 < self.k1:
-            raise UsageError(f"--k2 ({self.k2}) must be at least --k1 ({self.k1})")
-        for name in ("max_steps", "epochs", "time_budget", "patience"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.clip < 0 or self.warmup_steps < 0:
-            raise UsageError("--lr must be positive; --weight-decay, --clip, --warmup >= 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"--optimizer must be adamw, sgd or nt-asgd, got {self.optimizer!r}")
-        if self.ar < 0 or self.tar < 0:
-            raise UsageError(f"--ar and --tar must be >= 0, got {self.ar} and {self.tar}")
-        if self.sequences not in ("stream", *seqs.UNITS):
-            raise UsageError(
-                f"--sequences must be stream, lines or documents, got {self.sequences!r}"
-            )
-        if self.padding not in seqs.PADDINGS:
-            raise UsageError(f"--padding must be pre or post, got {self.padding!r}")
-        if self.max_length is not None and self.max_length < 1:
-            raise UsageError(f"--max-length must be positive, got {self.max_length}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(
-                f"--schedule must be cosine, constant or plateau, got {self.schedule!r}"
-            )
-        if self.plateau_factor < 1:
-            raise UsageError(f"--plateau-factor must be at least 1, got {self.plateau_factor}")
-        if self.sequences != "stream" and (self.ar or self.tar or self.bptt_jitter):
-            raise UsageError("--ar, --tar and --bptt-jitter train on a stream: drop --sequences")
-        if self.max_steps is None and self.epochs is None and self.time_budget is None:
-            raise UsageError("give a way to stop: --max-steps, --epochs or --time-budget")
+STOP_REASONS = (None, "interrupted", "max steps", "epochs", "time budget", "patience")
 
 
 @dataclass
@@ -233,7 +152,7 @@ EVAL_BURN_IN = 512
 
 @torch.no_grad()
 def evaluate(
-    model: RecurrentLM,
+    model: LanguageModel,
     ids: np.ndarray,
     device: torch.device | None = None,
     precision: torch.dtype = torch.float32,
@@ -291,7 +210,7 @@ def evaluate(
 
 
 def _row_states(
-    model: RecurrentLM, ids: np.ndarray, rows: int, length: int, device, precision
+    model: LanguageModel, ids: np.ndarray, rows: int, length: int, device, precision
 ) -> State:
     """The state each row starts from: the initial one for row 0, the state after reading the
     EVAL_BURN_IN tokens before it for every other row (a row is longer than the burn-in)."""
@@ -303,7 +222,7 @@ def _row_states(
     for start in range(0, EVAL_BURN_IN, EVAL_WINDOW):  # a window at a time: bounded memory
         inputs = torch.from_numpy(burn[:, start : start + EVAL_WINDOW].astype(np.int64))
         with autocast(device, precision):
-            if hasattr(model, "features"):  # the state alone: no output layer
+            if model.fused:  # the state alone: no output layer
                 later = model.features(inputs.to(device), later)[1]
             else:
                 later = model(inputs.to(device), later)[1]
@@ -315,7 +234,7 @@ def _row_states(
 
 
 def _scored(
-    model: RecurrentLM,
+    model: LanguageModel,
     inputs: np.ndarray,
     targets: np.ndarray,
     state: State,
@@ -331,10 +250,10 @@ def _scored(
 
 
 def _window_losses(
-    model: RecurrentLM, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
+    model: LanguageModel, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
 ) -> tuple[torch.Tensor, State]:
     """Cross-entropy of each target of a window (B * T,), and the state at its end."""
-    if hasattr(model, "features"):
+    if model.fused:
         h, state = model.features(inputs, state)
         return token_losses(
             h.flatten(0, 1), model.output.weight, model.output.bias, targets.flatten()
@@ -575,7 +494,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: RecurrentLM,
+        model: LanguageModel,
         train_ids: np.ndarray,
         val_ids: np.ndarray,
         config: TrainConfig,
@@ -589,7 +508,7 @@ class Trainer:
         config.check()
         self.config = config
         self.world = world or World()
-        if self.world.active and (config.sequences != "stream" or hasattr(model, "fit")):
+        if self.world.active and (config.sequences != "stream" or model.counted):
             raise UsageError("several processes train on a stream: drop --sequences or --nproc")
         check_split(config.batch_size, self.world.size)
         self.device = pick_device(config.device)
@@ -605,14 +524,14 @@ class Trainer:
             self.rows = self._mine(batchify(train_ids, config.batch_size), 0)
         self.train_ids, self.val_ids = train_ids, val_ids
         self.val_bytes_per_token = val_bytes_per_token
-        self.counting = hasattr(model, "fit")  # an n-gram model: trained by counting, at once
+        self.counting = model.counted  # an n-gram model: trained by counting, at once
         self.optimizer = None if self.counting else self._make_optimizer()
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.precision == torch.float16
         )
         # models that expose their features take the block-wise loss (arlm.loss); `base` is
         # what a window is run through, `forward` the same, compiled when asked
-        self.output = model.output if hasattr(model, "features") else None
+        self.output = model.output if model.fused else None
         self.base = model.features if self.output is not None else model
         self.penalty = ActivationPenalty(config.ar, config.tar) if config.ar or config.tar else None
         if self.penalty and self.output is None:

@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import __version__, checkpoint, data, distributed, embed, recipes, settings
+from arlm import __version__, checkpoint, data, distributed, embed, models, recipes, settings
 from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
-from arlm.models import ModelConfig, RecurrentLM, all_finite, build_model
+from arlm.models import ModelConfig, all_finite, build_model, describe
 from arlm.plot import learning_curve
 from arlm.tokenizer import Tokenizer
 from arlm.train import (
@@ -114,7 +114,7 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         raise UsageError("--data is required: a dataset folder (arlm tokenize) or a text file")
     model_config = settings.model_config(values)
     train_config = settings.train_config(values)
-    model_config.check()
+    models.check(model_config)
     train_config.check()
     if model_config.kind == "ngram" and train_config.sequences != "stream":
         raise UsageError("--model ngram counts the stream: drop --sequences")
@@ -185,7 +185,7 @@ def _new_trainer(
     model_config.vocab_size = meta["vocab_size"]
     torch.manual_seed(train_config.seed)
     model = build_model(model_config)
-    if isinstance(model, RecurrentLM):  # no plateau above the unigram level (see start_at_unigram)
+    if model.starts_at_unigram:  # no plateau above the unigram level (see start_at_unigram)
         model.start_at_unigram(torch.from_numpy(data.token_counts(dataset)))
     if values.get("init_embeddings"):
         embed.init_embeddings(model, values["init_embeddings"], meta["tokenizer"]["sha256"])
@@ -297,7 +297,7 @@ def _report_start(trainer: Trainer, out: Path, console: Console, recipe: str | N
             f"{trainer.steps_per_epoch} steps per pass"
         )
     console.print(
-        f"{m.describe()}, {trainer.model.num_parameters():,} parameters | {how} | "
+        f"{describe(m)}, {trainer.model.num_parameters():,} parameters | {how} | "
         f"{trainer.device}, {str(trainer.precision).removeprefix('torch.')}, "
         f"{torch.get_num_threads()} threads"
         f"{f' | recipe: {recipe}' if recipe else ''} | {out}",
@@ -468,7 +468,7 @@ def _eval_line(record: EvalRecord) -> str:
 def _title(config: dict) -> str:
     m = config["model"]
     return (
-        f"{ModelConfig.from_dict(m).describe()} on "
+        f"{describe(ModelConfig.from_dict(m))} on "
         f"{Path(config['data']['path']).name} ({config['data']['model_type']} tokens)"
     )
 

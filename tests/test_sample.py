@@ -17,7 +17,7 @@ from arlm import checkpoint, data, score
 from arlm.cli import app
 from arlm.errors import UsageError
 from arlm.generate_cli import Sample, load
-from arlm.models import REGISTRY, ModelConfig, RecurrentLM, build_model
+from arlm.models import KINDS, ModelConfig, RecurrentLM, build_model
 from arlm.sample import Detokenizer, beam_search, filtered_probs, generate, pick
 from arlm.tokenizer import Tokenizer
 from tests.conftest import corpus_text, make_char_dataset, write_config
@@ -85,9 +85,6 @@ def test_tempered_softmax_by_hand():
 def test_invalid_sampling_values_are_usage_errors(t, k, p):
     with pytest.raises(UsageError):
         filtered_probs(LOGITS, t, k, p)
-
-
-KINDS = sorted(set(REGISTRY) | {"ngram", "hmm"})  # every kind of model, counting ones too
 
 
 def tiny(kind: str = "lstm") -> torch.nn.Module:

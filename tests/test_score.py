@@ -12,12 +12,11 @@ import torch
 
 from arlm import checkpoint, score
 from arlm import sequences as seqs
-from arlm.models import ModelConfig, build_model
+from arlm.models import KINDS, ModelConfig, build_model
 from arlm.tokenizer import Tokenizer
 from arlm.train import evaluate
 from tests.conftest import make_char_dataset, run_arlm
 
-KINDS = ["elman", "jordan", "lstm", "gru", "ngram", "hmm"]
 VOCAB = 12
 CPU = torch.device("cpu")
 torch.set_num_threads(1)

@@ -1,27 +1,53 @@
-"""Language models: the recurrent family behind one interface (see recurrent.py)."""
+"""Language models: every kind behind one interface (base.py), in one registry.
 
-from arlm.models.recurrent import (
-    KINDS,
+    elman, lstm, gru, jordan   recurrent.py   an input layer, recurrent layers, an output layer
+    ngram, hmm                 classical.py   Kneser-Ney n-gram counts; a hidden Markov model
+
+Importing this package registers every kind (each class carries @register), so REGISTRY,
+KINDS and the CLI's choices are complete wherever a model is built.
+"""
+
+# the order of registration is the order of the lists: the recurrent kinds first
+from arlm.models import recurrent  # isort: split
+
+from arlm.models import classical
+from arlm.models.base import (
     REGISTRY,
-    ModelConfig,
-    RecurrentLM,
+    LanguageModel,
     State,
+    Stepper,
     all_finite,
     batch_dims,
     build_model,
+    check,
+    describe,
     detach,
     device_of,
+    kinds,
+    model_class,
 )
+from arlm.models.recurrent import RecurrentLM
+from arlm.settings import ModelConfig
+
+KINDS = tuple(REGISTRY)  # every kind, in the order the help lists them
 
 __all__ = [
     "KINDS",
     "REGISTRY",
+    "LanguageModel",
     "ModelConfig",
     "RecurrentLM",
     "State",
+    "Stepper",
     "all_finite",
     "batch_dims",
     "build_model",
+    "check",
+    "classical",
+    "describe",
     "detach",
     "device_of",
+    "kinds",
+    "model_class",
+    "recurrent",
 ]

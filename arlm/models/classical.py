@@ -18,26 +18,15 @@ import torch
 from torch import Tensor, nn
 
 from arlm.errors import UsageError
-from arlm.models.recurrent import ModelConfig, RecurrentLM, State, Stepper
+from arlm.models.base import LanguageModel, State, Stepper, register
+from arlm.settings import ModelConfig
 
 
-class CountModel(nn.Module):
-    """The parts of the model interface that the counting models share."""
+class ClassicalLM(LanguageModel):
+    """What the classical models share: the batch first in their state."""
 
+    family = "classical"
     state_batch_dims: tuple[int, ...] = (0,)
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        config.check()
-        self.config = config
-
-    select_state = RecurrentLM.select_state
-
-    def stepper(self, batch_size: int = 1) -> Stepper:
-        return Stepper(self)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 # -- n-grams ----------------------------------------------------------------------------------
@@ -51,7 +40,8 @@ def gram_keys(seq: np.ndarray, n: int, base: int) -> np.ndarray:
     return keys
 
 
-class NGramLM(CountModel):
+@register("ngram")
+class NGramLM(ClassicalLM):
     """Interpolated Kneser-Ney (Chen & Goodman 1998, with one discount per order):
 
         P_n(w | h) = max(c_n(h w) - D_n, 0) / c_n(h) + D_n N1+(h .) / c_n(h) * P_{n-1}(w | h')
@@ -66,18 +56,29 @@ class NGramLM(CountModel):
     reads them, so they stay on the CPU whatever device the model is sent to (see `_apply`).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    counted = True
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
         if config.order < 1:
             raise UsageError(f"--order must be at least 1, got {config.order}")
-        self.base = config.vocab_size + 1
-        self.bos = config.vocab_size  # the digit for "before the text"
-        if self.base**config.order >= 2**62:
-            largest = int(62 / math.log2(self.base))
+        base = config.vocab_size + 1
+        if base**config.order >= 2**62:
+            largest = int(62 / math.log2(base))
             raise UsageError(
                 f"--order {config.order} is too long for a vocabulary of {config.vocab_size}: "
                 f"use at most {largest}"
             )
+
+    @classmethod
+    def describe(cls, config: ModelConfig) -> str:
+        return f"ngram N={config.order}"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.base = config.vocab_size + 1
+        self.bos = config.vocab_size  # the digit for "before the text"
         for n in range(1, config.order + 1):
             self.register_buffer(f"keys{n}", torch.zeros(0, dtype=torch.int64))
             self.register_buffer(f"counts{n}", torch.zeros(0, dtype=torch.int64))
@@ -199,7 +200,8 @@ class NGramLM(CountModel):
 # -- hidden Markov models ---------------------------------------------------------------------
 
 
-class HMMLM(CountModel):
+@register("hmm")
+class HMMLM(ClassicalLM):
     """A hidden Markov model with K states (--states):
 
         P(s_1) = pi,   P(s_t | s_{t-1}) = A,   P(w_t | s_t) = B
@@ -217,10 +219,18 @@ class HMMLM(CountModel):
     gives texts with the same distribution as walking the hidden chain, by marginalization.)
     """
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
         if config.states < 1:
             raise UsageError(f"--states must be positive, got {config.states}")
+
+    @classmethod
+    def describe(cls, config: ModelConfig) -> str:
+        return f"hmm K={config.states}"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
         K, V = config.states, config.vocab_size
         self.start = nn.Parameter(torch.randn(K) * 0.5)
         self.transition = nn.Parameter(torch.randn(K, K) * 0.5)
@@ -254,7 +264,7 @@ class HMMLM(CountModel):
         pi, _, B = self.probabilities()
         return torch.log(pi @ B).expand(batch_size, -1)
 
-    def stepper(self, batch_size: int = 1) -> Stepper:
+    def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:
         return HMMStepper(self)
 
 

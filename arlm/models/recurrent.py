@@ -1,18 +1,10 @@
-"""Recurrent language models: an input layer, recurrent layers, and an output layer of logits.
-
-Every kind has one interface:
-
-    logits, state = model(ids, state)     # ids (B, T) int64 -> logits (B, T, V)
-    state = model.init_state(batch_size)  # a tuple of tensors, all zeros
-
-The state is always a tuple of tensors, so training can detach it and checkpoints can store it
-without knowing the kind.
+"""Recurrent language models: an input layer, recurrent layers, and an output layer of logits,
+behind the interface of arlm.models.base (their state starts as zeros).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,96 +12,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from arlm.errors import UsageError
-
-State = tuple[Tensor, ...]
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model; stored in every checkpoint."""
-
-    kind: str = "lstm"  # elman | jordan | lstm | gru
-    vocab_size: int = 256
-    embedding_dim: int = 128
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.1  # on embeddings, between layers, before the output; never recurrent
-    tie_weights: bool = False  # share the input embedding with the output layer
-    input: str = "embedding"  # embedding | one-hot
-    nonlinearity: str = "tanh"  # elman only: tanh | relu
-    jordan_decay: float = 0.5  # jordan only: a in c_t = a * c_{t-1} + y_{t-1}
-    # The AWD-LSTM regularisers (Merity et al., 2017), fused kinds only. A locked dropout left
-    # at None keeps --dropout's plain dropout in its place; 0 turns that place's dropout off.
-    dropout_input: float | None = None  # locked dropout on the embeddings
-    dropout_hidden: float | None = None  # locked dropout between recurrent layers
-    dropout_output: float | None = None  # locked dropout on the last layer's output
-    dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
-    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
-    order: int = 3  # ngram only: N, the tokens of each n-gram
-    states: int = 32  # hmm only: K hidden states
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def describe(self) -> str:
-        """'lstm 2x256', 'ngram N=3', 'hmm K=32': the model in a few characters."""
-        if self.kind == "ngram":
-            return f"ngram N={self.order}"
-        if self.kind == "hmm":
-            return f"hmm K={self.states}"
-        return f"{self.kind} {self.num_layers}x{self.hidden_size}"
-
-    def check(self) -> None:
-        """Refuse impossible settings with a message that says what to change."""
-        for name in ("vocab_size", "hidden_size", "num_layers", "embedding_dim"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive")
-        if not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.input not in ("embedding", "one-hot"):
-            raise UsageError(f"--input must be embedding or one-hot, got {self.input!r}")
-        if self.nonlinearity not in ("tanh", "relu"):
-            raise UsageError(f"--nonlinearity must be tanh or relu, got {self.nonlinearity!r}")
-        if not 0 <= self.jordan_decay < 1:
-            raise UsageError(f"--jordan-decay must be in [0, 1), got {self.jordan_decay}")
-        self._check_regularisers()
-        if self.tie_weights and self.input == "one-hot":
-            raise UsageError("--tie-weights needs --input embedding (one-hot has no weights)")
-        if self.tie_weights and self.embedding_dim != self.hidden_size:
-            raise UsageError(
-                "--tie-weights needs --embedding-dim equal to --hidden-size "
-                f"(got {self.embedding_dim} and {self.hidden_size})"
-            )
-
-    def _check_regularisers(self) -> None:
-        for name in REGULARISERS:
-            value, flag = getattr(self, name), "--" + name.replace("_", "-")
-            if value is None:
-                continue
-            if not 0 <= value < 1:
-                raise UsageError(f"{flag} must be in [0, 1), got {value}")
-            if value == self.__dataclass_fields__[name].default:
-                continue
-            if not (self.kind in REGISTRY and issubclass(REGISTRY[self.kind], FusedLM)):
-                raise UsageError(f"{flag} needs a fused model (elman, lstm, gru), not {self.kind}")
-            if self.input == "one-hot" and name in ("dropout_input", "dropout_embedding"):
-                raise UsageError(
-                    f"{flag} needs --input embedding (one-hot inputs are never dropped)"
-                )
-
-
-REGULARISERS = (
-    "dropout_input",
-    "dropout_hidden",
-    "dropout_output",
-    "dropout_embedding",
-    "weight_drop",
-)
+from arlm.models.base import LanguageModel, State, Stepper, register
+from arlm.settings import ModelConfig
 
 
 def locked_dropout(x: Tensor, p: float | None, training: bool) -> Tensor:
@@ -141,13 +45,14 @@ class OneHot(nn.Module):
         return F.one_hot(ids, self.vocab_size).float()  # (B, T, V)
 
 
-class RecurrentLM(nn.Module):
+class RecurrentLM(LanguageModel):
     """Input layer -> recurrent core -> output layer. Subclasses provide the core."""
 
+    has_input_layer = True
+    starts_at_unigram = True
+
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        config.check()
-        self.config = config
+        super().__init__(config)
         if config.input == "one-hot":
             self.input = OneHot(config.vocab_size)
             self.input_size = config.vocab_size
@@ -161,11 +66,6 @@ class RecurrentLM(nn.Module):
             # the embedding's N(0, 1), which would make the first logits sqrt(H) times too large.
             self.input.weight = self.output.weight
 
-    state_batch_dims: tuple[int, ...] = (1,)  # where the batch is in each state tensor
-
-    def init_state(self, batch_size: int) -> State:
-        raise NotImplementedError
-
     def input_vectors(self, ids: Tensor) -> Tensor:
         """What the first layer reads: embeddings with dropout, or one-hot vectors as they are
         (dropping the one entry of a one-hot vector would drop the whole token; the textbook
@@ -173,23 +73,10 @@ class RecurrentLM(nn.Module):
         x = self.input(ids)
         return x if self.config.input == "one-hot" else self.drop(x)
 
-    def select_state(self, state: State, index: Tensor) -> State:
-        """The state of the batch rows `index` (in that order): for beam search and batches."""
-        dims = batch_dims(self, state)
-        return tuple(s.index_select(d, index) for s, d in zip(state, dims, strict=True))
-
     def initial_logits(self, batch_size: int) -> Tensor:
         """Logits before any input: the output layer on an all-zero hidden state (its bias),
         the model's guess for the first token of a text. (B, V)"""
         return self.output(self._zeros(batch_size, self.config.hidden_size))
-
-    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        raise NotImplementedError
-
-    def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:
-        """What generation calls once per token (see Stepper); `generator` for models that
-        draw random numbers of their own."""
-        return Stepper(self)
 
     @torch.no_grad()
     def start_at_unigram(self, counts: Tensor) -> None:
@@ -199,9 +86,6 @@ class RecurrentLM(nn.Module):
         sits above the unigram level all that time. Smoothed by half a count: no -inf."""
         counts = counts.to(self.output.bias.device, torch.float64) + 0.5
         self.output.bias.copy_(torch.log(counts / counts.sum()))
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def _zeros(self, *shape: int) -> Tensor:
         weight = self.output.weight
@@ -217,7 +101,18 @@ class FusedLM(RecurrentLM):
     dropout between layers runs the layers one at a time, each still one fused call.
     """
 
+    fused = True
     layer: type[nn.RNNBase]
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
+        for name in ("dropout_input", "dropout_embedding"):
+            if config.input == "one-hot" and name in config.regularisers():
+                raise UsageError(
+                    f"--{name.replace('_', '-')} needs --input embedding "
+                    "(one-hot inputs are never dropped)"
+                )
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -344,10 +239,17 @@ def run_fused(
     return h, (tuple(new) if isinstance(new, tuple) else (new,))
 
 
+@register("elman")
 class ElmanLM(FusedLM):
     """Elman (1990): h_t = tanh(W x_t + U h_{t-1} + b): the hidden state is fed back."""
 
     layer = nn.RNN
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
+        if config.nonlinearity not in ("tanh", "relu"):
+            raise UsageError(f"--nonlinearity must be tanh or relu, got {config.nonlinearity!r}")
 
     def layer_options(self) -> dict:
         return {"nonlinearity": self.config.nonlinearity}
@@ -357,6 +259,7 @@ class ElmanLM(FusedLM):
         return (activation(gi + gh),)
 
 
+@register("lstm")
 class LSTMLM(FusedLM):
     """LSTM (Hochreiter & Schmidhuber, 1997): a gated cell c_t carries information, and its
     gradient, across many steps. The state is (h, c)."""
@@ -377,6 +280,7 @@ class LSTMLM(FusedLM):
         return (ifo[1] * torch.tanh(c), c)
 
 
+@register("gru")
 class GRULM(FusedLM):
     """GRU (Cho et al., 2014): update and reset gates, no separate cell."""
 
@@ -390,6 +294,7 @@ class GRULM(FusedLM):
         return (candidate + update * (state[0] - candidate),)
 
 
+@register("jordan")
 class JordanLM(RecurrentLM):
     """Jordan (1986): the recurrence goes through the output, not the hidden layer.
 
@@ -407,6 +312,12 @@ class JordanLM(RecurrentLM):
     which never touches a recurrent connection. The input products W x_t for all t are taken in
     one matrix product before the loop; only the feedback is stepped.
     """
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        super().check_config(config)
+        if not 0 <= config.jordan_decay < 1:
+            raise UsageError(f"--jordan-decay must be in [0, 1), got {config.jordan_decay}")
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -450,20 +361,6 @@ class JordanLM(RecurrentLM):
             steps.append(logits)
         upper = torch.stack(uppers) if uppers else upper
         return torch.stack(steps, dim=1), (context, upper)
-
-
-class Stepper:
-    """One token at a time, for generation: step(tokens (B,), state) -> (logits (B, V), state).
-
-    This default calls the model on a (B, 1) batch.
-    """
-
-    def __init__(self, model: RecurrentLM) -> None:
-        self.model = model
-
-    def __call__(self, tokens: Tensor, state) -> tuple[Tensor, State]:
-        logits, state = self.model(tokens[:, None], state)
-        return logits[:, 0], state
 
 
 class FusedStepper(Stepper):
@@ -543,45 +440,3 @@ def _fast_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cpu" and torch.backends.mkldnn.is_available():
         return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
     return torch.float32
-
-
-REGISTRY: dict[str, type[RecurrentLM]] = {
-    "elman": ElmanLM,
-    "lstm": LSTMLM,
-    "gru": GRULM,
-    "jordan": JordanLM,
-}
-KINDS = (*REGISTRY, "ngram", "hmm")  # every kind build_model knows, the classical ones included
-
-
-def build_model(config: ModelConfig) -> RecurrentLM:
-    from arlm.models.classical import HMMLM, NGramLM
-
-    kinds = REGISTRY | {"ngram": NGramLM, "hmm": HMMLM}
-    if config.kind not in kinds:
-        raise UsageError(f"unknown model {config.kind!r}: pick one of {', '.join(kinds)}")
-    return kinds[config.kind](config)
-
-
-def batch_dims(model: nn.Module, state: State) -> tuple[int, ...]:
-    """Where the batch is in each tensor of `state` (one entry in state_batch_dims: all)."""
-    dims = model.state_batch_dims
-    if not state:
-        return ()
-    return dims * len(state) if len(dims) == 1 else dims
-
-
-def all_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def device_of(model: nn.Module) -> torch.device:
-    """Where a model's tensors are (a counting model has buffers, no parameters)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def detach(state: State) -> State:
-    """Keep the values, cut the history: backprop stops at the window edge."""
-    return tuple(s.detach() for s in state)

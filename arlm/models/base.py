@@ -1,0 +1,168 @@
+"""What every language model shares: its interface, what it declares it can do, and the one
+registry of kinds (its config is arlm.settings.ModelConfig).
+
+    logits, state = model(ids, state)     # ids (B, T) int64 -> logits (B, T, V)
+    state = model.init_state(batch_size)  # a tuple of tensors
+
+The state is always a tuple of tensors, so training can detach it and checkpoints can store it
+without knowing the kind. What a kind can do beyond that is declared on its class (the flags of
+LanguageModel below) and never found out with `hasattr`: a new kind that leaves a flag as it is
+takes the general path, never the wrong one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from arlm.errors import UsageError
+from arlm.settings import ModelConfig
+
+State = tuple[Tensor, ...]
+
+
+class LanguageModel(nn.Module):
+    """The interface every kind implements, and the flags that say what else it can do.
+
+    Subclasses implement `init_state`, `forward` and `initial_logits`; `stepper` when one token
+    at a time can be done faster than by `forward` on a (B, 1) batch.
+    """
+
+    # -- capabilities: what the trainer, the scorer and the commands may rely on ----------------
+    family = "recurrent"  # recurrent | classical: the family `arlm compare` groups a kind in
+    fused = False  # a fused recurrent layer: `features()` for the block-wise loss, packed
+    # sequences and raw outputs for AR/TAR, and the AWD-LSTM regularisers
+    counted = False  # trained by counting: `fit(ids)` once, with no optimizer
+    has_input_layer = False  # `self.input`: vectors (embedding or one-hot) to differentiate
+    # or initialise from word vectors (`self.input.weight` when it is an embedding)
+    starts_at_unigram = False  # `start_at_unigram(counts)` before training (no plateau)
+    state_batch_dims: tuple[int, ...] = (1,)  # where the batch is in each state tensor
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        check(config)
+        self.config = config
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Refuse the settings this kind cannot take (after ModelConfig.check's shared ones).
+        Here: the AWD-LSTM regularisers, which only the fused kinds have."""
+        if not cls.fused and (names := config.regularisers()):
+            flag = "--" + names[0].replace("_", "-")
+            fused = ", ".join(kinds(fused=True))
+            raise UsageError(f"{flag} needs a fused model ({fused}), not {config.kind}")
+
+    @classmethod
+    def describe(cls, config: ModelConfig) -> str:
+        """The model in a few characters, e.g. 'lstm 2x256'."""
+        return f"{config.kind} {config.num_layers}x{config.hidden_size}"
+
+    def init_state(self, batch_size: int) -> State:
+        raise NotImplementedError
+
+    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def initial_logits(self, batch_size: int) -> Tensor:
+        """The model's guess for the first token of a text, before any input. (B, V)"""
+        raise NotImplementedError
+
+    def stepper(self, batch_size: int = 1, generator: torch.Generator | None = None) -> Stepper:
+        """What generation calls once per token (see Stepper); `generator` for models that
+        draw random numbers of their own."""
+        return Stepper(self)
+
+    def select_state(self, state: State, index: Tensor) -> State:
+        """The state of the batch rows `index` (in that order): for beam search and batches."""
+        dims = batch_dims(self, state)
+        return tuple(s.index_select(d, index) for s, d in zip(state, dims, strict=True))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Stepper:
+    """One token at a time, for generation: step(tokens (B,), state) -> (logits (B, V), state).
+
+    This default calls the model on a (B, 1) batch.
+    """
+
+    def __init__(self, model: LanguageModel) -> None:
+        self.model = model
+
+    def __call__(self, tokens: Tensor, state) -> tuple[Tensor, State]:
+        logits, state = self.model(tokens[:, None], state)
+        return logits[:, 0], state
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+REGISTRY: dict[str, type[LanguageModel]] = {}  # kind -> class, filled by @register
+
+
+def register(kind: str):
+    """Class decorator: the class is what `--model kind` builds. The registry is filled when
+    arlm.models is imported, which importing any module of the package does first."""
+
+    def add(cls: type[LanguageModel]) -> type[LanguageModel]:
+        REGISTRY[kind] = cls
+        return cls
+
+    return add
+
+
+def model_class(kind: str) -> type[LanguageModel]:
+    if kind not in REGISTRY:
+        raise UsageError(f"unknown model {kind!r}: pick one of {', '.join(REGISTRY)}")
+    return REGISTRY[kind]
+
+
+def kinds(**flags: object) -> tuple[str, ...]:
+    """The kinds whose classes declare `flags`, in registry order: kinds(fused=True)."""
+    return tuple(
+        kind
+        for kind, cls in REGISTRY.items()
+        if all(getattr(cls, name) == value for name, value in flags.items())
+    )
+
+
+def build_model(config: ModelConfig) -> LanguageModel:
+    return model_class(config.kind)(config)
+
+
+def check(config: ModelConfig) -> None:
+    """Refuse a config no model can be built from: the checks of every kind, then the kind's."""
+    config.check()
+    model_class(config.kind).check_config(config)
+
+
+def describe(config: ModelConfig) -> str:
+    """'lstm 2x256', 'ngram N=3', 'hmm K=32': the model in a few characters."""
+    return model_class(config.kind).describe(config)
+
+
+# -- helpers on any model or state ----------------------------------------------------------------
+
+
+def batch_dims(model: nn.Module, state: State) -> tuple[int, ...]:
+    """Where the batch is in each tensor of `state` (one entry in state_batch_dims: all)."""
+    dims = model.state_batch_dims
+    if not state:
+        return ()
+    return dims * len(state) if len(dims) == 1 else dims
+
+
+def all_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where a model's tensors are (a counting model has buffers, no parameters)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def detach(state: State) -> State:
+    """Keep the values, cut the history: backprop stops at the window edge."""
+    return tuple(s.detach() for s in state)
