@@ -26,7 +26,7 @@ _API = {
     "build_model": "arlm.models",
     "TrainConfig": "arlm.train",
     "Trainer": "arlm.train",
-    "evaluate": "arlm.train",
+    "evaluate": "arlm.score",
     "load_checkpoint": "arlm.checkpoint",
 }
 __all__ = sorted(_API)

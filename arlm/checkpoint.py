@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -34,7 +35,8 @@ from safetensors.torch import save
 from arlm.data import DATASET_FILES
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write, read_versioned
-from arlm.models import LanguageModel, ModelConfig, all_finite, build_model
+from arlm.models import LanguageModel, ModelConfig, all_finite, build_model, device_of
+from arlm.tokenizer import Tokenizer
 
 FORMAT = "arlm-checkpoint"
 FORMAT_VERSION = 2
@@ -334,6 +336,32 @@ def load(folder: Path, device: str | torch.device = "cpu") -> tuple[LanguageMode
     """The best model of a checkpoint with its weights; returns (model, config)."""
     config, tensors, _ = _read(folder, BEST, "weights")
     return _build(config, tensors, Path(folder) / BEST, device), config
+
+
+class Loaded(NamedTuple):
+    """A checkpoint ready to use: its best model (in eval mode), config.json and tokenizer,
+    and the device the model is on (the CPU for an n-gram, whose tables stay there)."""
+
+    model: LanguageModel
+    config: dict
+    tokenizer: Tokenizer
+    device: torch.device
+
+
+def load_for_use(folder: Path, device: str | torch.device = "cpu") -> Loaded:
+    """`load`, with the checkpoint's tokenizer, checked to be the one the model trained with."""
+    model, config = load(folder, device)
+    path = Path(folder) / TOKENIZER
+    tokenizer = Tokenizer.load(path)
+    expected = config.get("data", {}).get("tokenizer_sha256")
+    if tokenizer.vocab_size != model.config.vocab_size or (
+        expected and tokenizer.sha256 != expected
+    ):
+        raise ArlmError(
+            f"{path} is not the tokenizer this model was trained with: copy it back from the "
+            "dataset folder"
+        )
+    return Loaded(model.eval(), config, tokenizer, device_of(model))
 
 
 def load_last(folder: Path) -> tuple[LanguageModel, dict]:

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from typer.core import TyperCommand
 
-from arlm import data
-from arlm.corpus import BUILTINS
-from arlm.errors import ArlmError, UsageError
-from arlm.tokenizer import DEFAULT_UNK_MARKER, DEFAULT_VOCAB_SIZE, Tokenizer, check_unk_marker
+from arlm.data import VAL_FRACTION
+from arlm.errors import ArlmError
+from arlm.tokenizer import DEFAULT_UNK_MARKER, DEFAULT_VOCAB_SIZE
 
 app = typer.Typer(
     add_completion=False,
@@ -71,24 +66,7 @@ def _root() -> None:
     """Train and sample autoregressive language models (RNN, LSTM, GRU) on your own text."""
 
 
-def _print_json(value: object) -> None:
-    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-
-
 ModelType = Literal["bpe", "unigram", "char", "word"]
-VAL_FRACTION = 0.1  # held out for validation when neither --val nor --val-fraction is given
 
 
 @app.command()
@@ -148,105 +126,25 @@ def tokenize(
     training and validation text into train.bin and val.bin. With --tokenizer, --text shows the
     pieces and ids of a text and --decode turns ids back into text.
     """
-    if text is not None or decode is not None:
-        if corpus or builtin or out:
-            raise UsageError("--text/--decode inspect a tokenizer: drop the corpus and --out")
-        if tokenizer is None:
-            raise UsageError("--text/--decode need --tokenizer MODEL (a tokenizer.model)")
-        _inspect(Tokenizer.load(tokenizer), text, decode, json_output)
-        return
-    if bool(corpus) == bool(builtin):
-        raise UsageError("give corpus files or --builtin python-docs (one of the two)")
-    if out is None:
-        raise UsageError("--out DIR is required: the folder to write the dataset to")
-    if val is not None and val_fraction is not None:
-        raise UsageError("--val and --val-fraction both choose the validation text: give one")
-    if val_fraction is not None and not 0 <= val_fraction < 1:
-        raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if tokenizer is not None and (
-        vocab_size is not None or model_type != "bpe" or unk_marker is not None
-    ):
-        raise UsageError(
-            "--tokenizer reuses a trained tokenizer: drop --vocab-size/--model-type/--unk-marker"
-        )
-    if unk_marker is not None and model_type != "word":
-        raise UsageError("--unk-marker is for --model-type word: drop it, or pass that")
-    if unk_marker is not None:
-        check_unk_marker(unk_marker)
-    if vocab_size is not None and vocab_size < 1:
-        raise UsageError(f"--vocab-size must be positive, got {vocab_size}")
-    reused = Tokenizer.load(tokenizer) if tokenizer is not None else None
-    with tempfile.TemporaryDirectory(prefix="arlm-") as scratch:
-        if builtin:
-            path = Path(scratch) / f"{builtin}.txt"
-            path.write_text(BUILTINS[builtin](), encoding="utf-8")
-            sources = [data.scan(path)]
-            sources[0].label = f"builtin:{builtin}"
-        else:
-            sources = [data.scan(path) for path in corpus]
-        val_sources = [data.scan(val)] if val is not None else None
-        data.check_utf8(sources + (val_sources or []), invalid_utf8)
-        fraction = VAL_FRACTION if val_fraction is None else val_fraction
-        total = sum(s.size for s in sources + (val_sources or []))
-        with _progress() as progress:
-            task = progress.add_task("encoding", total=total)
-            meta = data.build(
-                out,
-                sources,
-                val_sources,
-                fraction,
-                reused,
-                model_type,
-                vocab_size,
-                force,
-                progress=lambda n: progress.advance(task, n),
-                unk_marker=DEFAULT_UNK_MARKER if unk_marker is None else unk_marker,
-            )
-    _summarize(meta, out)
-    if json_output:
-        _print_json(meta)
+    from arlm.commands import tokenize as command
 
-
-def _summarize(meta: dict, out: Path) -> None:
-    table = Table(title=f"dataset {out}", title_justify="left")
-    words = "words" in meta["train"]  # a word tokenizer: words and line ends, as papers count
-    columns = ["split", "characters", "bytes", "tokens", "bytes/token"] + ["words"] * words
-    for column in columns:
-        table.add_column(column, justify="right")
-    for split in ("train", "val"):
-        part = meta[split]
-        per_token = part["bytes"] / part["tokens"] if part["tokens"] else 0.0
-        cells = [f"{part['chars']:,}", f"{part['bytes']:,}", f"{part['tokens']:,}"]
-        cells += [f"{per_token:.2f}"] + ([f"{part['words']:,}"] if words else [])
-        table.add_row(split, *cells)
-    console.print(table)
-    tok = meta["tokenizer"]
-    console.print(
-        f"{tok['model_type']} tokenizer, vocabulary {meta['vocab_size']:,} "
-        f"({meta['vocab_used']:,} used), ids as {meta['dtype']}, {meta['seconds']:.1f}s",
-        highlight=False,
+    command.run(
+        corpus=corpus,
+        out=out,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        unk_marker=unk_marker,
+        val=val,
+        val_fraction=val_fraction,
+        tokenizer=tokenizer,
+        builtin=builtin,
+        text=text,
+        decode=decode,
+        invalid_utf8=invalid_utf8,
+        force=force,
+        json_output=json_output,
+        console=console,
     )
-
-
-def _inspect(tok: Tokenizer, text: str | None, decode: str | None, json_output: bool) -> None:
-    if text is not None:
-        ids = tok.encode(text)
-        pieces = tok.pieces(ids)
-        if json_output:
-            return _print_json({"text": text, "ids": ids, "pieces": pieces})
-        print(f"pieces ({len(ids)}): " + " ".join(pieces))
-        print("ids: " + " ".join(map(str, ids)))
-    if decode is not None:
-        try:
-            ids = [int(word) for word in decode.replace(",", " ").split()]
-        except ValueError:
-            raise UsageError(
-                f"--decode takes whole numbers separated by spaces, got {decode!r}"
-            ) from None
-        decoded = tok.decode(ids)
-        if json_output:
-            return _print_json({"ids": ids, "text": decoded})
-        sys.stdout.write(decoded + "\n")
 
 
 def main() -> None:
@@ -489,15 +387,15 @@ def train(
     n-gram model (counting)."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "force")}
     flags["data"] = flags.pop("data_path")
-    from arlm import train_cli  # torch loads only for the commands that need it
+    from arlm.commands import train as command  # torch loads only for the commands that need it
 
     if flags.pop("nproc") is not None and "WORLD_SIZE" not in os.environ:
-        train_cli.check_parallel(flags, config, resume, nproc)  # before starting processes
+        command.check_parallel(flags, config, resume, nproc)  # before starting processes
         from arlm.distributed import launch
 
         raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:])))
 
-    train_cli.main(flags, config, resume, force, console)
+    command.run(flags=flags, config_path=config, resume=resume, force=force, console=console)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -548,12 +446,25 @@ def generate(
     The prompt comes from --prompt, --prompt-file, or standard input when it is not a terminal;
     the text is streamed to stdout as it is produced.
     """
-    options = dict(locals())
-    options["json"] = options.pop("json_output")
-    options["stop"] = options["stop"] or []
-    from arlm.generate_cli import run_generate
+    from arlm.commands import generate as command
 
-    run_generate(options, console)
+    command.run(
+        checkpoint=checkpoint,
+        prompt=prompt,
+        prompt_file=prompt_file,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        num_samples=num_samples,
+        stop=stop or [],
+        beam=beam,
+        length_penalty=length_penalty,
+        device=device,
+        json_output=json_output,
+        console=console,
+    )
 
 
 @app.command(name="eval")
@@ -579,12 +490,18 @@ def eval_command(
 ) -> None:
     """Score text: tokens, loss (nats/token), perplexity, bits per byte and per character, and
     for a word tokenizer perplexity per word (a line end counts as a word, as papers count)."""
-    options = dict(locals())
-    options["json"] = options.pop("json_output")
-    options["data"] = options.pop("data_path")
-    from arlm.generate_cli import run_eval
+    from arlm.commands import eval as command
 
-    run_eval(options, console)
+    command.run(
+        checkpoint=checkpoint,
+        data=data_path,
+        text=text,
+        per_token=per_token,
+        device=device,
+        precision=precision,
+        json_output=json_output,
+        console=console,
+    )
 
 
 @app.command()
@@ -605,10 +522,16 @@ def compare(
 ) -> None:
     """Score several checkpoints on the same text: model, size, training cost, perplexity and
     bits per byte (the scale every tokenizer shares)."""
-    from arlm.compare_cli import run_compare
+    from arlm.commands import compare as command
 
-    options = {"checkpoints": checkpoints, "data": data_path, "plot": plot, "device": device}
-    run_compare(options | {"json": json_output}, console)
+    command.run(
+        checkpoints=checkpoints,
+        data=data_path,
+        plot=plot,
+        device=device,
+        json_output=json_output,
+        console=console,
+    )
 
 
 @app.command()
@@ -627,11 +550,17 @@ def diagnose(
 ) -> None:
     """The vanishing-gradient probe: how much the prediction of a token depends on the input
     k steps back (mean gradient norm with respect to that input vector), k = 0..K."""
-    from arlm.diagnose import run_diagnose
+    from arlm.commands import diagnose as command
 
-    options = dict(locals())
-    options["data"], options["json"] = options.pop("data_path"), options.pop("json_output")
-    run_diagnose(options, console)
+    command.run(
+        checkpoints=checkpoints,
+        data=data_path,
+        max_distance=max_distance,
+        windows=windows,
+        plot=plot,
+        json_output=json_output,
+        console=console,
+    )
 
 
 @app.command()
@@ -661,8 +590,21 @@ def embed(
 ) -> None:
     """word2vec embeddings (skip-gram or CBOW, negative sampling) of a dataset's tokens, and
     the nearest pieces to a piece by cosine similarity."""
-    from arlm.embed_cli import run_embed
+    from arlm.commands import embed as command
 
-    options = dict(locals())
-    options["data"] = options.pop("data_path")
-    run_embed(options, console)
+    command.run(
+        data_path=data_path,
+        method=method,
+        dim=dim,
+        window=window,
+        negatives=negatives,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        out=out,
+        embeddings=embeddings,
+        neighbors=neighbors,
+        count=count,
+        force=force,
+        console=console,
+    )

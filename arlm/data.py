@@ -37,6 +37,7 @@ DATASET_FILES = ("tokenizer.model", "train.bin", "val.bin", "meta.json")
 BLOCK_BYTES = 4 << 20  # read and encode this much text at a time
 SAMPLE_BYTES = 16 << 20  # the tokenizer trains on at most this much text (a random line sample)
 INVALID_UTF8 = ("refuse", "replace")
+VAL_FRACTION = 0.1  # held out for validation when neither --val nor --val-fraction is given
 _ESCAPED = re.compile("[\udc80-\udcff]")  # how surrogateescape spells a byte that is not UTF-8
 
 Progress = Callable[[int], None]  # called with the number of bytes just handled

@@ -24,9 +24,10 @@ from arlm import sequences as seqs
 from arlm.data import Window, batchify, windows
 from arlm.distributed import World, check_split, gather, highest, share, total
 from arlm.errors import ArlmError, UsageError
-from arlm.loss import linear_cross_entropy, token_losses
-from arlm.memory import keep_freed_memory
-from arlm.models import LanguageModel, State, all_finite, batch_dims, detach, device_of
+from arlm.loss import linear_cross_entropy
+from arlm.models import LanguageModel, State, all_finite, batch_dims, detach
+from arlm.runtime import autocast, keep_freed_memory, pick_device, pick_precision
+from arlm.score import evaluate
 from arlm.settings import TrainConfig
 
 LN2 = math.log(2)
@@ -86,180 +87,6 @@ class EvalRecord:
 class StopRecord:
     step: int
     reason: str
-
-
-# -- devices and precision --------------------------------------------------------------------
-
-
-def pick_device(name: str) -> torch.device:
-    """auto: CUDA, then Apple's MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: no Apple GPU is available here; use --device cpu")
-    if name not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
-    return torch.device(name)
-
-
-def pick_precision(name: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 autocast where the hardware has it (fp32 master weights), else fp32 or fp16."""
-    if name == "auto":
-        if device.type == "cpu":
-            fast = (
-                torch.backends.mkldnn.is_available()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-            )
-            return torch.bfloat16 if fast else torch.float32
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if name == "fp16" and device.type == "cpu":
-        raise UsageError("--precision fp16 has no fast path on a CPU: use bf16 or fp32")
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if name not in table:
-        raise UsageError(f"--precision must be auto, fp32, bf16 or fp16, got {name!r}")
-    return table[name]
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-# -- evaluation -------------------------------------------------------------------------------
-
-EVAL_STREAMS = 16  # rows of a long text read in parallel, at most
-EVAL_WINDOW = 256  # tokens of each row per forward pass
-EVAL_ROW = 4096  # the shortest row: a text under two rows' worth is read as one exact stream
-# Tokens read, unscored, before a row that starts mid-text. The n-gram's state is its last
-# order - 1 tokens (at most 61, as base ** order < 2 ** 62), so it starts such a row exactly.
-# For the recurrent nets and the HMM the state after 512 tokens stands in for the whole text
-# before it: TBPTT teaches dependencies over k2 tokens (64 by default), and the state forgets
-# where it started within a few hundred. Measured on tinyshakespeare's validation text (111k
-# characters, a char LSTM 1x256 at 2.02 nats): 16 rows with no burn-in are off one exact stream
-# by 1.4e-4 (relative), with 64 tokens by 7e-8, with 512 by 1e-10. On WikiText-2's 217k
-# validation tokens the burn-in reads 4% more.
-EVAL_BURN_IN = 512
-
-
-@torch.no_grad()
-def evaluate(
-    model: LanguageModel,
-    ids: np.ndarray,
-    device: torch.device | None = None,
-    precision: torch.dtype = torch.float32,
-    streams: int = EVAL_STREAMS,
-    logprobs: np.ndarray | None = None,
-) -> tuple[float, int]:
-    """Mean loss in nats per token over every token of `ids`, each predicted from the text
-    before it. Returns (mean loss, tokens scored), and the tokens scored are len(ids).
-
-    The first token is scored from the initial state (`initial_logits`), the others with the
-    state carried along the text. A long text is read as up to `streams` rows of at least
-    EVAL_ROW targets in parallel; a row that starts mid-text first reads the EVAL_BURN_IN tokens
-    before it, unscored, and the tail (fewer tokens than rows) continues the last row:
-
-        t0       from initial_logits
-        row 0    t1 ..... tL               from the initial state
-        row 1    [burn-in] tL+1 ..... t2L
-        ...
-        tail                        ... tn-1   the last row's state, carried on
-
-    With `logprobs` (len(ids) floats), writes each token's log-probability at its position.
-    """
-    device = device or device_of(model)
-    if len(ids) < 1:
-        raise ArlmError("the text to score is empty: give at least one token")
-    rows = max(1, min(streams, (len(ids) - 1) // EVAL_ROW))
-    length = (len(ids) - 1) // rows  # targets per row; the first one is ids[1]
-    was_training = model.training
-    model.eval()
-    try:
-        with autocast(device, precision):
-            logits = model.initial_logits(1).to(device)
-        first = torch.tensor([int(ids[0])], device=device)
-        parts = [F.cross_entropy(logits.float(), first, reduction="none")]
-        if length > 0:
-            state, grid = _row_states(model, ids, rows, length, device, precision), []
-            for window in windows(batchify(ids[: rows * length + 1], rows), EVAL_WINDOW):
-                losses, state = _scored(
-                    model, window.inputs, window.targets, state, device, precision
-                )
-                grid.append(losses)
-            parts.append(torch.cat(grid, dim=1).flatten())  # read row by row: text order
-            tail = np.asarray(ids[rows * length :], dtype=np.int64)
-            if len(tail) > 1:  # fewer targets than rows: the last row reads on to the end
-                index = torch.tensor([rows - 1], device=state[0].device)
-                last = model.select_state(state, index)
-                losses, _ = _scored(model, tail[None, :-1], tail[None, 1:], last, device, precision)
-                parts.append(losses.flatten())
-        scored = torch.cat([part.float() for part in parts]).cpu()
-    finally:
-        model.train(was_training)
-    if logprobs is not None:
-        logprobs[:] = -scored.numpy()
-    return scored.double().mean().item(), len(scored)
-
-
-def _row_states(
-    model: LanguageModel, ids: np.ndarray, rows: int, length: int, device, precision
-) -> State:
-    """The state each row starts from: the initial one for row 0, the state after reading the
-    EVAL_BURN_IN tokens before it for every other row (a row is longer than the burn-in)."""
-    state = model.init_state(1)
-    if rows == 1:
-        return state
-    burn = np.stack([ids[r * length - EVAL_BURN_IN : r * length] for r in range(1, rows)])
-    later = model.init_state(rows - 1)
-    for start in range(0, EVAL_BURN_IN, EVAL_WINDOW):  # a window at a time: bounded memory
-        inputs = torch.from_numpy(burn[:, start : start + EVAL_WINDOW].astype(np.int64))
-        with autocast(device, precision):
-            if model.fused:  # the state alone: no output layer
-                later = model.features(inputs.to(device), later)[1]
-            else:
-                later = model(inputs.to(device), later)[1]
-    dims = batch_dims(model, state)
-    return tuple(
-        torch.cat([s.to(t.device, t.dtype), t], dim=d)
-        for s, t, d in zip(state, later, dims, strict=True)
-    )
-
-
-def _scored(
-    model: LanguageModel,
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    state: State,
-    device: torch.device,
-    precision: torch.dtype,
-) -> tuple[torch.Tensor, State]:
-    """The (B, T) losses of the targets of a stretch of rows, and the state at its end."""
-    inputs = torch.as_tensor(inputs, device=device)
-    targets = torch.as_tensor(targets, device=device)
-    with autocast(device, precision):
-        losses, state = _window_losses(model, inputs, targets, state)
-    return losses.view(targets.shape), state
-
-
-def _window_losses(
-    model: LanguageModel, inputs: torch.Tensor, targets: torch.Tensor, state: State | None
-) -> tuple[torch.Tensor, State]:
-    """Cross-entropy of each target of a window (B * T,), and the state at its end."""
-    if model.fused:
-        h, state = model.features(inputs, state)
-        return token_losses(
-            h.flatten(0, 1), model.output.weight, model.output.bias, targets.flatten()
-        ), state
-    logits, state = model(inputs, state)
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none"), state
 
 
 def _clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
@@ -515,7 +342,7 @@ class Trainer:
         self.precision = pick_precision(config.precision, self.device)
         self.model = model.to(self.device)
         if self.device.type == "cpu":
-            keep_freed_memory()  # no page faults on the big per-step buffers (arlm.memory)
+            keep_freed_memory()  # no page faults on the big per-step buffers (arlm.runtime)
         self.warnings: list[str] = []  # for the caller to show; the trainer never prints
         self.by_sequence = config.sequences != "stream"
         if self.by_sequence:

@@ -230,7 +230,7 @@ def generation() -> dict:
 
 
 STARTUP = (
-    "import sys, torch; from arlm import data, train_cli; "
+    "import sys, torch; from arlm import data; from arlm.commands import train; "
     "torch.zeros(1, device=sys.argv[1]); data.open_ids(sys.argv[2], 'train'); "
     "data.open_ids(sys.argv[2], 'val')"
 )

@@ -1,7 +1,7 @@
 """Training throughput of arlm and of the textbook reference on the same token ids.
 
 Each measurement runs in a fresh process (`in_process`), so that nothing one trainer sets up
-for itself (arlm keeps freed memory, see arlm.memory) helps or hinders the other.
+for itself (arlm keeps freed memory, see arlm.runtime) helps or hinders the other.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from arlm import checkpoint, score
 from arlm.cli import app
+from arlm.commands._shared import load
 from arlm.errors import UsageError
-from arlm.generate_cli import load
 from arlm.models import ModelConfig, build_model, device_of
 from arlm.sample import beam_search, generate
 from tests.conftest import make_char_dataset, write_config

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from arlm import embed, score
-from arlm.diagnose import gradient_by_distance
-from arlm.generate_cli import load
+from arlm.commands._shared import load
 from arlm.models import ModelConfig, build_model
+from arlm.probe import gradient_by_distance
 from tests.conftest import make_char_dataset, run_arlm
 
 

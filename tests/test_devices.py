@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from arlm import checkpoint, generate_cli
+from arlm import checkpoint
+from arlm.commands import _shared
 from tests.conftest import make_char_dataset, run_arlm
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -46,9 +47,9 @@ def outputs(folder: str, device: str, *extra: str) -> list:
 def fake_cuda(monkeypatch):
     """--device cuda resolves to meta (auto, which picks CUDA where there is one, goes the same
     way: the real test below runs both)."""
-    real = generate_cli.pick_device
+    real = _shared.pick_device
     monkeypatch.setattr(
-        generate_cli,
+        _shared,
         "pick_device",
         lambda name: torch.device("meta") if name == "cuda" else real(name),
     )

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from arlm import checkpoint, data, train_cli
+from arlm import checkpoint, data
 from arlm.cli import app
+from arlm.commands import train as train_command
 from arlm.errors import ArlmError
 from arlm.models import ModelConfig, build_model
 from arlm.train import (
@@ -386,7 +387,7 @@ def test_non_finite_weights_are_never_saved_over_good_ones(ck, capsys):
     from rich.console import Console
 
     console, writer = Console(stderr=True), checkpoint.Writer()
-    train_cli._save(Stub, ck, best=True, console=console, writer=writer)
+    train_command._save(Stub, ck, best=True, console=console, writer=writer)
     writer.wait()
     assert "not saved" in capsys.readouterr().err
     assert files(ck) == before

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from arlm import checkpoint, data, score
 from arlm.cli import app
+from arlm.commands._shared import load
+from arlm.commands.generate import Sample
 from arlm.errors import UsageError
-from arlm.generate_cli import Sample, load
 from arlm.models import KINDS, ModelConfig, RecurrentLM, build_model
 from arlm.sample import Detokenizer, beam_search, filtered_probs, generate, pick
 from arlm.tokenizer import Tokenizer
@@ -494,7 +495,7 @@ def test_a_tokenizer_without_byte_fallback_says_which_characters_it_replaced(cap
     import sentencepiece as spm
     from rich.console import Console
 
-    from arlm.generate_cli import warn_unknown
+    from arlm.commands.generate import warn_unknown
     from arlm.tokenizer import Tokenizer
 
     model = io.BytesIO()

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from arlm import checkpoint
 from arlm import sequences as seqs
-from arlm.generate_cli import Sample
+from arlm.commands.generate import Sample
 from arlm.models import ModelConfig, build_model
 from arlm.tokenizer import Tokenizer
 from tests.conftest import make_char_dataset, run_arlm

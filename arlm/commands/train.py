@@ -1,4 +1,4 @@
-"""`arlm train` on the console and the file system: settings, datasets, checkpoints, metrics,
+"""`arlm train`: settings, datasets, checkpoints, metrics,
 the learning curve and the progress display. The trainer itself prints and writes nothing."""
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ from arlm.train import (
 )
 
 
-def main(
-    flags: dict, config_path: Path | None, resume: Path | None, force: bool, console: Console
+def run(
+    *, flags: dict, config_path: Path | None, resume: Path | None, force: bool, console: Console
 ) -> None:
+    """`arlm train`: `flags` are the options given on the command line (None where not given),
+    which win over the TOML file at `config_path`, which wins over the recipe and the defaults."""
     values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
     log_every = values.pop("log_every", 10) or 10
     device = pick_device(values.get("device") or "auto")

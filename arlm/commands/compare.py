@@ -1,5 +1,5 @@
 """`arlm compare`: several checkpoints scored on the same text, as a table (and a bar chart with
---plot)."""
+--plot): model, size, training cost, perplexity and bits per byte."""
 
 from __future__ import annotations
 
@@ -11,24 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from arlm import checkpoint, models
+from arlm.commands._shared import load, plot_path, score_checkpoint, stdout_console
 from arlm.errors import UsageError
 from arlm.formats import atomic_write
-from arlm.generate_cli import load, score_loaded
 from arlm.models import ModelConfig
-
-
-def stdout_console() -> Console:
-    """For tables that are the command's product: on stdout, 120 columns in a pipe."""
-    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-
-
-def plot_path(value: Path | None) -> Path | None:
-    """--plot PATH; an empty one (--plot '') draws nothing. The folder must exist."""
-    if value is None or str(value) in ("", "."):
-        return None
-    if not Path(value).parent.is_dir():
-        raise UsageError(f"--plot {value}: its folder does not exist")
-    return Path(value)
 
 
 def describe(folder: Path, model, config: dict) -> dict:
@@ -46,25 +32,34 @@ def describe(folder: Path, model, config: dict) -> dict:
     }
 
 
-def run_compare(options: dict, console: Console) -> None:
-    folders = [Path(p) for p in options["checkpoints"]]
+def run(
+    *,
+    checkpoints: list[Path],
+    data: Path,
+    plot: Path | None,
+    device: str,
+    json_output: bool,
+    console: Console,
+) -> None:
+    """`arlm compare`: one row per checkpoint, in a table on stdout or as JSON."""
+    folders = [Path(p) for p in checkpoints]
     if not folders:
         raise UsageError("give one or more checkpoint folders to compare")
     for folder in folders:  # refuse a wrong folder before scoring the others
         checkpoint.read_config(folder)
-    plot = plot_path(options["plot"])
+    plot = plot_path(plot)
     rows = []
     for folder in folders:
-        loaded = load(folder, options["device"])
-        row = describe(folder, *loaded[:2]) | score_loaded(*loaded, options["data"], None)
+        loaded = load(folder, device)
+        row = describe(folder, loaded.model, loaded.config) | score_checkpoint(loaded, data, None)
         rows.append(row)
         console.print(f"scored {folder}: {row['bits_per_byte']:.3f} bits/byte", highlight=False)
     if plot:
-        atomic_write(plot, lambda p: bar_chart(rows, p, f"on {Path(options['data']).name}"))
-    if options["json"]:
+        atomic_write(plot, lambda p: bar_chart(rows, p, f"on {Path(data).name}"))
+    if json_output:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
-    table = Table(title=f"scored on {options['data']}", title_justify="left")
+    table = Table(title=f"scored on {data}", title_justify="left")
     for name in (
         "checkpoint",
         "model",

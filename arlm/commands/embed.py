@@ -1,4 +1,5 @@
-"""`arlm embed` on the console: train word2vec vectors, save them, list neighbours."""
+"""`arlm embed`: word2vec vectors of a dataset's tokens (arlm.embed), saved, and the nearest
+pieces to a piece by cosine similarity."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from arlm import data, embed
-from arlm.compare_cli import stdout_console
+from arlm.commands._shared import stdout_console
 from arlm.errors import UsageError
 from arlm.tokenizer import SPACE, Tokenizer
 
@@ -27,21 +28,38 @@ def piece_id(tokenizer: Tokenizer, piece: str) -> int:
     raise UsageError(f"{piece!r} is not one piece (it encodes to {shown}): give one of those")
 
 
-def run_embed(options: dict, console: Console) -> None:
-    o = options
-    folder = Path(o["data"])
+def run(
+    *,
+    data_path: Path,
+    method: str,
+    dim: int,
+    window: int,
+    negatives: int,
+    epochs: float,
+    lr: float,
+    seed: int,
+    out: Path,
+    embeddings: Path | None,
+    neighbors: list[str] | None,
+    count: int,
+    force: bool,
+    console: Console,
+) -> None:
+    """`arlm embed`: vectors trained and saved (or read from --embeddings), and the nearest
+    pieces of each --neighbors piece in a table on stdout."""
+    folder = Path(data_path)
     meta = data.load_meta(folder)
     tokenizer = Tokenizer.load(folder)
-    wanted = [piece_id(tokenizer, p) for p in o["neighbors"] or []]  # refuse typos up front
-    if o["count"] < 1:
-        raise UsageError(f"--count must be positive, got {o['count']}")
-    if o["embeddings"] is not None:
-        vectors, facts = embed.load(o["embeddings"])
+    wanted = [piece_id(tokenizer, p) for p in neighbors or []]  # refuse typos up front
+    if count < 1:
+        raise UsageError(f"--count must be positive, got {count}")
+    if embeddings is not None:
+        vectors, facts = embed.load(embeddings)
         if facts.get("tokenizer_sha256") != meta["tokenizer"]["sha256"]:
-            raise UsageError(f"{o['embeddings']} was trained on another tokenizer than {folder}'s")
+            raise UsageError(f"{embeddings} was trained on another tokenizer than {folder}'s")
     else:
-        out = Path(o["out"])
-        if out.exists() and not o["force"]:
+        out = Path(out)
+        if out.exists() and not force:
             raise UsageError(f"{out} exists: pass --force to replace it, or choose another --out")
         if not out.parent.is_dir():
             raise UsageError(f"--out {out}: its folder does not exist")
@@ -52,8 +70,8 @@ def run_embed(options: dict, console: Console) -> None:
                 console.print(f"step {step} loss {loss:.3f}", highlight=False)
 
         vectors, outputs, facts = embed.train(
-            ids, meta["vocab_size"], o["method"], o["dim"], o["window"], o["negatives"],
-            o["epochs"], lr=o["lr"], seed=o["seed"], progress=progress,
+            ids, meta["vocab_size"], method, dim, window, negatives,
+            epochs, lr=lr, seed=seed, progress=progress,
         )  # fmt: skip
         embed.save(out, vectors, outputs, facts, meta["tokenizer"]["sha256"])
         console.print(
@@ -66,7 +84,7 @@ def run_embed(options: dict, console: Console) -> None:
         table = Table(title=f"nearest to {tokenizer.sp.id_to_piece(index)!r}", title_justify="left")
         for name in ("rank", "piece", "id", "cosine"):
             table.add_column(name, justify="left" if name == "piece" else "right")
-        for rank, (other, similarity) in enumerate(embed.neighbors(vectors, index, o["count"]), 1):
+        for rank, (other, similarity) in enumerate(embed.neighbors(vectors, index, count), 1):
             table.add_row(
                 str(rank), repr(tokenizer.sp.id_to_piece(other)), str(other), f"{similarity:.3f}"
             )

@@ -1,0 +1,70 @@
+"""What several commands share: a checkpoint loaded by a --device name and scored on a text,
+the console for tables that are a command's product, --plot paths and JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from arlm import checkpoint, score
+from arlm.errors import UsageError
+from arlm.runtime import pick_device, pick_precision
+
+
+def load(folder: Path, device: str) -> checkpoint.Loaded:
+    """A checkpoint's best model, config and tokenizer on --device `device` (auto, cpu, ...)."""
+    return checkpoint.load_for_use(folder, pick_device(device))
+
+
+def stdout_console() -> Console:
+    """For tables that are the command's product: on stdout, 120 columns in a pipe."""
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+
+
+def plot_path(value: Path | None) -> Path | None:
+    """--plot PATH; an empty one (--plot '') draws nothing. The folder must exist."""
+    if value is None or str(value) in ("", "."):
+        return None
+    if not Path(value).parent.is_dir():
+        raise UsageError(f"--plot {value}: its folder does not exist")
+    return Path(value)
+
+
+def print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
+def score_checkpoint(
+    loaded: checkpoint.Loaded,
+    data_path: Path | None,
+    text: str | None,
+    precision_name: str | None = None,
+    per_token: Path | None = None,
+) -> dict:
+    """The figures of `score` for a checkpoint (checkpoint.load_for_use) on a text file, a
+    dataset's validation split or a string, in the precision the model trained in unless told
+    otherwise; with `per_token`, each token's log-probability written there (TSV)."""
+    model, config, tokenizer, device = loaded.model, loaded.config, loaded.tokenizer, loaded.device
+    if text is not None:
+        scored = score.text_from_string(tokenizer, text)
+    else:
+        scored = score.text_from_path(tokenizer, data_path)
+    name = precision_name or {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
+        config.get("precision", "float32"), "fp32"
+    )
+    if device.type == "cpu" and name == "fp16":
+        name = "fp32"
+    precision = pick_precision(name, device)
+    unit = config.get("train", {}).get("sequences", "stream")
+    if unit != "stream" and per_token:
+        raise UsageError("--per-token is for models trained on a stream, not on --sequences")
+    logprobs = np.empty(len(scored.ids)) if per_token else None
+    by_sequence = None if unit == "stream" else (unit, tokenizer)
+    figures = score.score(model, scored, device, precision, logprobs, by_sequence)
+    if per_token:
+        score.write_per_token(per_token, tokenizer, scored.ids, logprobs)
+    return figures

@@ -1,0 +1,73 @@
+"""`arlm diagnose`: the vanishing-gradient probe (arlm.probe) on checkpoints, as a table of
+gradient norms by distance on stdout, and overlaid curves with --plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from arlm import score
+from arlm.commands._shared import load, plot_path, stdout_console
+from arlm.errors import UsageError
+from arlm.formats import atomic_write
+from arlm.models import describe
+from arlm.probe import gradient_by_distance
+
+
+def run(
+    *,
+    checkpoints: list[Path],
+    data: Path,
+    max_distance: int,
+    windows: int,
+    plot: Path | None,
+    json_output: bool,
+    console: Console,
+) -> None:
+    """The probe for each checkpoint: a table on stdout (and one log-scale plot with --plot)."""
+    if max_distance < 1 or windows < 1:
+        raise UsageError("--max-distance and --windows must be positive")
+    plot = plot_path(plot)
+    curves = {}
+    for folder in map(Path, checkpoints):
+        model, _, tokenizer, _ = load(folder, "cpu")  # its tokenizer checked, as for eval
+        text = score.text_from_path(tokenizer, data)
+        name = f"{folder.name} ({describe(model.config)})"
+        curves[name] = gradient_by_distance(model, np.asarray(text.ids), max_distance, windows)
+        console.print(f"probed {name}", highlight=False)
+    if plot:
+        atomic_write(plot, lambda p: plot_curves(curves, p))
+    if json_output:
+        sys.stdout.write(json.dumps({k: v.tolist() for k, v in curves.items()}) + "\n")
+        return
+    table = Table(title="mean |d loss / d input| at k steps back", title_justify="left")
+    table.add_column("k", justify="right")
+    for name in curves:
+        table.add_column(name, justify="right")
+    K = max_distance
+    for k in sorted({*range(min(K, 5) + 1), *range(10, K + 1, 10), K}):
+        table.add_row(str(k), *(f"{curve[k]:.2e}" for curve in curves.values()))
+    stdout_console().print(table)
+    if plot:
+        console.print(f"plot: {plot}", highlight=False)
+
+
+def plot_curves(curves: dict[str, np.ndarray], path) -> None:
+    from arlm.plot import plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for name, curve in curves.items():
+        axes.semilogy(np.arange(len(curve)), np.maximum(curve, 1e-30), lw=1.5, label=name)
+    axes.set_xlabel("k: steps between the input and the predicted token")
+    axes.set_ylabel("mean gradient norm (log scale)")
+    axes.set_title("how far back the gradient reaches", fontsize=10)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)

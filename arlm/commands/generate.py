@@ -1,0 +1,209 @@
+"""`arlm generate`: a prompt continued token by token, the state carried, the text streamed
+(stop strings held back until they are ruled out), or the most likely text by beam search."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from arlm.commands._shared import load
+from arlm.errors import ArlmError, UsageError
+from arlm.sample import Detokenizer, beam_search, check_sampling, generate
+from arlm.tokenizer import Tokenizer
+
+
+def run(
+    *,
+    checkpoint: Path,
+    prompt: str | None,
+    prompt_file: Path | None,
+    max_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int | None,
+    num_samples: int,
+    stop: list[str],
+    beam: int,
+    length_penalty: float,
+    device: str,
+    json_output: bool,
+    console: Console,
+) -> None:
+    """`arlm generate`: the text streamed to stdout, or one JSON object per sample."""
+    check_sampling(temperature, top_k, top_p)
+    if max_tokens < 0 or num_samples < 1:
+        raise UsageError("--max-tokens must be >= 0 and --num-samples >= 1")
+    if beam < 1:
+        raise UsageError(f"--beam must be at least 1 (1 is sampling), got {beam}")
+    if beam > 1 and num_samples > 1:
+        raise UsageError("--beam finds the one most likely text: drop --num-samples")
+    model, config, tokenizer, device = load(checkpoint, device)
+    prompt = read_prompt(prompt, prompt_file)
+    warn_unknown(tokenizer, prompt, console)
+    prompt_ids = tokenizer.encode(prompt)
+    # a model trained on independent sequences reads <s> first and ends a text with </s>
+    by_sequence = config.get("train", {}).get("sequences", "stream") != "stream"
+    start = [tokenizer.bos_id] if by_sequence else []
+    end = tokenizer.eos_id if by_sequence else None
+    if beam > 1:
+        stop_ids = {tokenizer.eos_id} if tokenizer.eos_id >= 0 else set()
+        ids, logprob = beam_search(
+            model, start + prompt_ids, max_tokens, beam, stop_ids, length_penalty
+        )
+        ids = [i for i in ids if i != end]
+        text = tokenizer.decode(prompt_ids + ids)[len(tokenizer.decode(prompt_ids)) :]
+        return _emit_batch(json_output, prompt, [ids], [logprob], [text])
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    steps = generate(
+        model,
+        start + prompt_ids,
+        max_tokens,
+        num_samples,
+        temperature,
+        top_k,
+        top_p,
+        generator,
+    )
+    samples = [Sample(tokenizer, prompt_ids, stop, end) for _ in range(num_samples)]
+    streaming = num_samples == 1 and not json_output
+    if streaming:
+        sys.stdout.write(prompt)
+    for step in steps:
+        for sample, token, logprob in zip(
+            samples, step.ids.tolist(), step.logprobs.tolist(), strict=True
+        ):
+            piece = sample.add(token, logprob)
+            if streaming:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        if all(sample.stopped for sample in samples):
+            break
+    for sample in samples:
+        piece = sample.finish()
+        if streaming:
+            sys.stdout.write(piece + "\n")
+    if not streaming:
+        _emit_batch(
+            json_output,
+            prompt,
+            [s.ids for s in samples],
+            [s.logprob for s in samples],
+            [s.text for s in samples],
+        )
+    sys.stdout.flush()
+
+
+def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
+    if prompt is not None and prompt_file is not None:
+        raise UsageError("--prompt and --prompt-file both give the prompt: use one")
+    if prompt_file is not None:
+        if not prompt_file.is_file():
+            raise ArlmError(f"--prompt-file {prompt_file} does not exist")
+        try:
+            return prompt_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ArlmError(f"--prompt-file {prompt_file} is not UTF-8 text") from None
+    if prompt is not None:
+        return prompt
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    return ""
+
+
+def warn_unknown(tokenizer: Tokenizer, prompt: str, console: Console) -> None:
+    """Without byte fallback, characters the tokenizer lacks become <unk>: say which."""
+    if tokenizer.byte_fallback:
+        return
+    unknown = sorted({ch for ch in prompt if tokenizer.sp.unk_id() in tokenizer.encode(ch)})
+    if unknown:
+        console.print(f"[yellow]warning:[/] replaced by <unk>: {' '.join(map(repr, unknown))}")
+
+
+class StopWatcher:
+    """Holds back the last few characters so that a stop string is never half printed."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.shown = 0
+        self.stopped = False
+
+    def feed(self, piece: str, final: bool = False) -> str:
+        """The text that is safe to show now."""
+        if self.stopped:
+            return ""
+        self.text += piece
+        cuts = [
+            i
+            for i in (self.text.find(s, max(0, self.shown - self.hold)) for s in self.stops)
+            if i >= 0
+        ]
+        if cuts:
+            self.stopped, end = True, min(cuts)
+            self.text = self.text[:end]
+        else:
+            end = len(self.text) if final else max(self.shown, len(self.text) - self.hold)
+        out, self.shown = self.text[self.shown : end], end
+        return out
+
+
+class Sample:
+    """One generated text: its ids and their total log-probability (up to and including the
+    token that completed a stop string), and its text, which ends before the stop string."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, prompt_ids: list[int], stops: list[str], end: int | None = None
+    ) -> None:
+        self.detokenizer = Detokenizer(tokenizer, prompt_ids)
+        self.watcher = StopWatcher(stops)
+        self.end = end  # the end-of-sequence id, for models trained on sequences
+        self.ended = False
+        self.ids: list[int] = []
+        self.logprob = 0.0
+
+    @property
+    def stopped(self) -> bool:
+        return self.ended or self.watcher.stopped
+
+    @property
+    def text(self) -> str:
+        return self.watcher.text
+
+    def add(self, token: int, logprob: float) -> str:
+        """The text that can be shown now (may be empty)."""
+        if self.stopped:
+            return ""
+        self.ids.append(token)
+        self.logprob += logprob
+        if token == self.end:  # the model ended its text
+            self.ended = True
+            return self.watcher.feed(self.detokenizer.finish(), final=True)
+        return self.watcher.feed(self.detokenizer.add(token))
+
+    def finish(self) -> str:
+        if self.ended:
+            return ""
+        return self.watcher.feed(self.detokenizer.finish(), final=True)
+
+
+def _emit_batch(
+    json_output: bool,
+    prompt: str,
+    samples: list[list[int]],
+    logprobs: list[float],
+    texts: list[str],
+) -> None:
+    for i, (ids, logprob, text) in enumerate(zip(samples, logprobs, texts, strict=True)):
+        if json_output:
+            record = {"prompt": prompt, "text": text, "ids": ids, "logprob": logprob}
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(("" if i == 0 else "---\n") + prompt + text + "\n")
+    sys.stdout.flush()

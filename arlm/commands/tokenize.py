@@ -1,0 +1,152 @@
+"""`arlm tokenize`: a corpus into a dataset folder (a SentencePiece tokenizer trained on it, or
+reused, and the ids of each split in a memory-mapped file: arlm.data), or a tokenizer inspected:
+the pieces and ids of a text, the text of ids."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from arlm import data
+from arlm.commands._shared import print_json
+from arlm.corpus import BUILTINS
+from arlm.errors import UsageError
+from arlm.tokenizer import DEFAULT_UNK_MARKER, Tokenizer, check_unk_marker
+
+
+def run(
+    *,
+    corpus: list[Path] | None,
+    out: Path | None,
+    vocab_size: int | None,
+    model_type: str,
+    unk_marker: str | None,
+    val: Path | None,
+    val_fraction: float | None,
+    tokenizer: Path | None,
+    builtin: str | None,
+    text: str | None,
+    decode: str | None,
+    invalid_utf8: str,
+    force: bool,
+    json_output: bool,
+    console: Console,
+) -> None:
+    """`arlm tokenize`: the dataset's table on stderr (and its meta.json on stdout with --json),
+    or, with --text or --decode, the inspection on stdout."""
+    if text is not None or decode is not None:
+        if corpus or builtin or out:
+            raise UsageError("--text/--decode inspect a tokenizer: drop the corpus and --out")
+        if tokenizer is None:
+            raise UsageError("--text/--decode need --tokenizer MODEL (a tokenizer.model)")
+        _inspect(Tokenizer.load(tokenizer), text, decode, json_output)
+        return
+    if bool(corpus) == bool(builtin):
+        raise UsageError("give corpus files or --builtin python-docs (one of the two)")
+    if out is None:
+        raise UsageError("--out DIR is required: the folder to write the dataset to")
+    if val is not None and val_fraction is not None:
+        raise UsageError("--val and --val-fraction both choose the validation text: give one")
+    if val_fraction is not None and not 0 <= val_fraction < 1:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if tokenizer is not None and (
+        vocab_size is not None or model_type != "bpe" or unk_marker is not None
+    ):
+        raise UsageError(
+            "--tokenizer reuses a trained tokenizer: drop --vocab-size/--model-type/--unk-marker"
+        )
+    if unk_marker is not None and model_type != "word":
+        raise UsageError("--unk-marker is for --model-type word: drop it, or pass that")
+    if unk_marker is not None:
+        check_unk_marker(unk_marker)
+    if vocab_size is not None and vocab_size < 1:
+        raise UsageError(f"--vocab-size must be positive, got {vocab_size}")
+    reused = Tokenizer.load(tokenizer) if tokenizer is not None else None
+    with tempfile.TemporaryDirectory(prefix="arlm-") as scratch:
+        if builtin:
+            path = Path(scratch) / f"{builtin}.txt"
+            path.write_text(BUILTINS[builtin](), encoding="utf-8")
+            sources = [data.scan(path)]
+            sources[0].label = f"builtin:{builtin}"
+        else:
+            sources = [data.scan(path) for path in corpus]
+        val_sources = [data.scan(val)] if val is not None else None
+        data.check_utf8(sources + (val_sources or []), invalid_utf8)
+        fraction = data.VAL_FRACTION if val_fraction is None else val_fraction
+        total = sum(s.size for s in sources + (val_sources or []))
+        with _progress(console) as progress:
+            task = progress.add_task("encoding", total=total)
+            meta = data.build(
+                out,
+                sources,
+                val_sources,
+                fraction,
+                reused,
+                model_type,
+                vocab_size,
+                force,
+                progress=lambda n: progress.advance(task, n),
+                unk_marker=DEFAULT_UNK_MARKER if unk_marker is None else unk_marker,
+            )
+    _summarize(meta, out, console)
+    if json_output:
+        print_json(meta)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def _summarize(meta: dict, out: Path, console: Console) -> None:
+    table = Table(title=f"dataset {out}", title_justify="left")
+    words = "words" in meta["train"]  # a word tokenizer: words and line ends, as papers count
+    columns = ["split", "characters", "bytes", "tokens", "bytes/token"] + ["words"] * words
+    for column in columns:
+        table.add_column(column, justify="right")
+    for split in ("train", "val"):
+        part = meta[split]
+        per_token = part["bytes"] / part["tokens"] if part["tokens"] else 0.0
+        cells = [f"{part['chars']:,}", f"{part['bytes']:,}", f"{part['tokens']:,}"]
+        cells += [f"{per_token:.2f}"] + ([f"{part['words']:,}"] if words else [])
+        table.add_row(split, *cells)
+    console.print(table)
+    tok = meta["tokenizer"]
+    console.print(
+        f"{tok['model_type']} tokenizer, vocabulary {meta['vocab_size']:,} "
+        f"({meta['vocab_used']:,} used), ids as {meta['dtype']}, {meta['seconds']:.1f}s",
+        highlight=False,
+    )
+
+
+def _inspect(tok: Tokenizer, text: str | None, decode: str | None, json_output: bool) -> None:
+    if text is not None:
+        ids = tok.encode(text)
+        pieces = tok.pieces(ids)
+        if json_output:
+            return print_json({"text": text, "ids": ids, "pieces": pieces})
+        print(f"pieces ({len(ids)}): " + " ".join(pieces))
+        print("ids: " + " ".join(map(str, ids)))
+    if decode is not None:
+        try:
+            ids = [int(word) for word in decode.replace(",", " ").split()]
+        except ValueError:
+            raise UsageError(
+                f"--decode takes whole numbers separated by spaces, got {decode!r}"
+            ) from None
+        decoded = tok.decode(ids)
+        if json_output:
+            return print_json({"ids": ids, "text": decoded})
+        sys.stdout.write(decoded + "\n")
