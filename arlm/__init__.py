@@ -24,8 +24,8 @@ _API = {
     "windows": "arlm.data",
     "ModelConfig": "arlm.models",
     "build_model": "arlm.models",
-    "TrainConfig": "arlm.train",
-    "Trainer": "arlm.train",
+    "TrainConfig": "arlm.settings",
+    "Trainer": "arlm.training",
     "evaluate": "arlm.score",
     "load_checkpoint": "arlm.checkpoint",
 }

@@ -19,7 +19,6 @@ A training run copies each snapshot off the device, then writes it in the backgr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -29,13 +28,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 
 from arlm.data import DATASET_FILES
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write, read_versioned
 from arlm.models import LanguageModel, ModelConfig, all_finite, build_model, device_of
+from arlm.tensorfile import on_cpu, read_tensors, write_cpu_tensors, write_tensors  # noqa: F401 (checkpoint.read_tensors, as before)
 from arlm.tokenizer import Tokenizer
 
 FORMAT = "arlm-checkpoint"
@@ -117,59 +115,6 @@ def _delete(entry: Path) -> None:
         entry.unlink()
 
 
-# -- checksummed tensor files -----------------------------------------------------------------
-
-
-def digest(tensors: dict[str, torch.Tensor], meta: str) -> str:
-    """SHA-256 of `meta` and of every tensor's name, dtype, shape and bytes."""
-    h = hashlib.sha256(meta.encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Tensors (copied to the CPU, each its own storage) and a JSON `meta`, checksummed."""
-    _write(path, _on_cpu(tensors), meta)
-
-
-def _on_cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Copies on the CPU, each its own storage (safetensors refuses shared ones)."""
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-
-
-def _write(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """CPU tensors that nothing else holds, and a JSON `meta`, checksummed."""
-    text = json.dumps(meta)
-    metadata = {"arlm": text, "sha256": digest(tensors, text)}
-    # serialized here and written by Python, whose writes report a full disk: safetensors'
-    # own save_file does not (it "succeeds" on /dev/full)
-    blob = save(tensors, metadata=metadata)
-    atomic_write(Path(path), lambda p: p.write_bytes(blob))
-
-
-def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and meta of a file `write_tensors` wrote; anything else, damaged in any
-    way, is refused with one message."""
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            metadata = file.metadata() or {}
-            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        reason = str(error).splitlines()[0][:120] if str(error) else error.__class__.__name__
-        raise ArlmError(
-            f"{path} is damaged or not a weights file ({reason}): restore or retrain"
-        ) from None
-    if "sha256" not in metadata or "arlm" not in metadata:
-        raise ArlmError(f"{path} was not written by arlm (no checksum): give an arlm checkpoint")
-    if digest(tensors, metadata["arlm"]) != metadata["sha256"]:
-        raise ArlmError(f"{path} is corrupt (its checksum does not match): restore or retrain")
-    return tensors, json.loads(metadata["arlm"])
-
-
 # -- nested trainer state <-> flat tensors and JSON -------------------------------------------
 
 
@@ -235,15 +180,15 @@ def snapshot(
     are the best): it can run in the background while training changes the originals."""
     folder = Path(folder)
     _check_finite(model, folder / LAST)
-    weights = _on_cpu(_weights(model))
+    weights = on_cpu(_weights(model))
     state: dict[str, torch.Tensor] = {}
     skeleton = pack(trainer_state, state, "trainer")
-    tensors = {f"model.{k}": v for k, v in weights.items()} | _on_cpu(state)
+    tensors = {f"model.{k}": v for k, v in weights.items()} | on_cpu(state)
 
     def write() -> None:
         if best is not None:
-            _write(folder / BEST, weights, {"kind": "weights", **best})
-        _write(folder / LAST, tensors, {"kind": "snapshot", "trainer": skeleton})
+            write_cpu_tensors(folder / BEST, weights, {"kind": "weights", **best})
+        write_cpu_tensors(folder / LAST, tensors, {"kind": "snapshot", "trainer": skeleton})
 
     return write
 

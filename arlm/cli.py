@@ -1,5 +1,7 @@
-"""The `arlm` command line. All console output lives here: the product (ids, text, --json) on
-stdout; progress, summaries and errors on stderr."""
+"""The `arlm` command line: typer only. Each command declares its flags (train's help shows the
+defaults of the config classes), calls one `run(...)` in arlm.commands, and turns arlm's errors
+into one line on stderr and an exit code. The commands print: the product (ids, text, --json)
+on stdout; progress, summaries and errors on stderr (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     rich_markup_mode="rich",  # help texts are rich markup: a literal [ is written \[
-    help="Train and sample autoregressive language models (RNN, LSTM, GRU) on your own text.",
+    help="Train and sample autoregressive language models (Elman, Jordan, LSTM, GRU, n-gram, HMM) "
+    "on your own text.",
 )
 console = Console(stderr=True, soft_wrap=True)  # never wrap a path or a command in two
 
@@ -63,7 +66,8 @@ def clean_errors(command: Callable) -> Callable:
 
 @app.callback()
 def _root() -> None:
-    """Train and sample autoregressive language models (RNN, LSTM, GRU) on your own text."""
+    """Train and sample autoregressive language models (Elman, Jordan, LSTM, GRU, n-gram, HMM) "
+    "on your own text."""
 
 
 ModelType = Literal["bpe", "unigram", "char", "word"]

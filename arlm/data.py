@@ -1,4 +1,4 @@
-"""Corpus -> token ids -> memory-mapped `.bin` files, and the windows training reads from them.
+"""Corpus -> token ids -> memory-mapped `.bin` files, and texts read back for scoring.
 
 A tokenized dataset is a folder:
 
@@ -30,6 +30,7 @@ import numpy as np
 from arlm import tokenizer as tk
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import read_versioned, write_json
+from arlm.streams import Window, batchify, windows  # noqa: F401  (data.batchify, as before)
 
 FORMAT = "arlm-dataset"
 FORMAT_VERSION = 1
@@ -448,59 +449,59 @@ def token_counts(folder: Path, split: str = "train", block: int = 4 << 20) -> np
     return counts
 
 
-# -- batches for training ---------------------------------------------------------------------
-
-
-def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
-    """Cut a 1-D stream into `batch_size` contiguous rows, dropping the ragged tail.
-
-        a b c d e f g          each row is read left to right, and the hidden
-        g h i j k l m          state of row b carries on from one window to the
-        m n o p q r s          next, so row b must stay row b in every batch.
-
-    Rows overlap by one token (the last id of a row is the first of the next), so every id
-    but the very first is a target exactly once. Returns a (batch_size, L + 1) view of `ids`:
-    nothing is copied, and a memory map stays on disk.
-    """
-    length = (len(ids) - 1) // batch_size
-    if length < 1:
-        raise UsageError(
-            f"{len(ids)} tokens are too few for {batch_size} streams: lower --batch-size"
-        )
-    step = ids.strides[0]
-    return np.lib.stride_tricks.as_strided(
-        ids, shape=(batch_size, length + 1), strides=(length * step, step), writeable=False
-    )
+# -- texts to score ---------------------------------------------------------------------------
 
 
 @dataclass
-class Window:
-    """One TBPTT update: `inputs` and `targets` are (B, T) int64, targets shifted by one.
+class Text:
+    """Token ids and the size of the text they came from."""
 
-    Only targets from column `loss_start` on count in the loss (with k2 > k1 the window reaches
-    back k2 - k1 tokens before them). The next window starts at column `carry` of this one: the
-    state there is the one to carry on.
-    """
-
-    inputs: np.ndarray
-    targets: np.ndarray
-    loss_start: int
-    carry: int
-    position: int  # column of `rows` where the counted targets start
+    ids: np.ndarray
+    bytes: int
+    chars: int
+    words: int | None = None  # words and line ends (count_words), for word tokenizers
 
 
-def windows(rows: np.ndarray, k1: int, k2: int | None = None, start: int = 0) -> Iterator[Window]:
-    """TBPTT windows over `rows` from column `start`: every k1 tokens, an update that reads the
-    last k2 (>= k1) tokens and counts the loss of the last k1 targets only, so each target is
-    trained on once per pass. Each window is a small copy; the corpus never is."""
-    k2 = k2 or k1
-    if not 1 <= k1 <= k2:
-        raise UsageError(f"need 1 <= k1 <= k2, got k1={k1}, k2={k2}")
-    length = rows.shape[1] - 1
-    for position in range(start, length, k1):
-        begin = max(0, position - (k2 - k1))
-        end = min(position + k1, length)
-        next_begin = max(0, position + k1 - (k2 - k1))
-        block = np.array(rows[:, begin : end + 1], dtype=np.int64)  # a copy, always writable
-        carry = min(next_begin - begin, end - begin)
-        yield Window(block[:, :-1], block[:, 1:], position - begin, carry, position)
+def _words(tokenizer: tk.Tokenizer, text: str) -> int | None:
+    return tk.count_words(text) if tokenizer.model_type == "word" else None
+
+
+def text_from_string(tokenizer: tk.Tokenizer, text: str) -> Text:
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    return Text(ids, len(text.encode("utf-8")), len(text), _words(tokenizer, text))
+
+
+def text_from_file(tokenizer: tk.Tokenizer, path: Path) -> Text:
+    """A text file encoded in chunks with the checkpoint's tokenizer."""
+    source = scan(path)
+    check_utf8([source], "refuse", flag=False)
+    chunks, chars = [], 0
+    words = 0 if tokenizer.model_type == "word" else None
+    for chunk in read_text([Span(source.path, 0, source.size)]):
+        chunks.append(tokenizer.encode_array(chunk, dtype_for(tokenizer.vocab_size)))
+        chars += len(chunk)
+        if words is not None:
+            words += tk.count_words(chunk)
+    ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    return Text(ids, source.size, chars, words)
+
+
+def text_from_path(tokenizer: tk.Tokenizer, path: Path) -> Text:
+    """A dataset folder's validation split, or a text file."""
+    path = Path(path)
+    return text_from_dataset(path, tokenizer) if path.is_dir() else text_from_file(tokenizer, path)
+
+
+def text_from_dataset(folder: Path, tokenizer: tk.Tokenizer) -> Text:
+    """The validation split of a tokenized dataset made with the same tokenizer."""
+    meta = load_meta(folder)
+    if meta["tokenizer"]["sha256"] != tokenizer.sha256:
+        raise ArlmError(
+            f"{folder} was tokenized with another tokenizer than this checkpoint's: give a "
+            "text file instead, or the dataset the model was trained on"
+        )
+    ids = open_ids(folder, "val")
+    words = meta["val"].get("words")
+    if words is None:  # a dataset made before meta.json counted words
+        words = _words(tokenizer, tokenizer.decode(ids))
+    return Text(ids, meta["val"]["bytes"], meta["val"]["chars"], words)

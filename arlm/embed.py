@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from arlm import checkpoint
 from arlm.errors import ArlmError, UsageError
+from arlm.tensorfile import read_tensors, write_tensors
 
 METHODS = ("skipgram", "cbow")
 
@@ -168,7 +168,7 @@ def train(
 
 def save(path: Path, vectors: torch.Tensor, outputs: torch.Tensor, facts: dict, sha: str) -> None:
     meta = {"kind": "embeddings", "tokenizer_sha256": sha, **facts}
-    checkpoint.write_tensors(path, {"input": vectors, "output": outputs}, meta)
+    write_tensors(path, {"input": vectors, "output": outputs}, meta)
 
 
 def load(path: Path) -> tuple[torch.Tensor, dict]:
@@ -176,7 +176,7 @@ def load(path: Path) -> tuple[torch.Tensor, dict]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path} does not exist: make it with `arlm embed --data DIR --out FILE`")
-    tensors, meta = checkpoint.read_tensors(path)
+    tensors, meta = read_tensors(path)
     if meta.get("kind") != "embeddings" or "input" not in tensors:
         raise ArlmError(f"{path} is not an arlm embeddings file: make one with `arlm embed`")
     return tensors["input"], meta

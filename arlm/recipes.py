@@ -10,8 +10,7 @@ value are in the README, "Word-level models"). A recipe only fills in what neith
 
 from __future__ import annotations
 
-from arlm.models import kinds
-from arlm.settings import ModelConfig
+from arlm.models import ModelConfig, kinds
 
 # Beyond this many pieces a vocabulary is treated as words, whatever made it.
 WORD_VOCABULARY = 10_000

@@ -63,10 +63,11 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 # Keep freed memory in the process instead of handing it back to the OS.
 #
 # A training step allocates and frees the same large buffers every time (activations, logits
-# blocks, gradients). glibc serves big requests with mmap and unmaps them on free, so the next step
-# page-faults all of it back in: a textbook word-level trainer spent ~27% of its time in the kernel
-# here, and the same step ran 1.5x faster with memory kept (DESIGN.md). Telling malloc never to use
-# mmap and never to trim the heap does that, for this process only.
+# blocks, gradients). glibc serves big requests with mmap and unmaps them on free, so the next
+# step page-faults all of it back in: a textbook word-level trainer spent ~27% of its time in the
+# kernel here, and the same step ran 1.5x faster with memory kept (docs/ARCHITECTURE.md,
+# "Memory"). Telling malloc never to use mmap and never to trim the heap does that, for this
+# process only.
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_MAX = -4

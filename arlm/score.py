@@ -5,79 +5,26 @@ tokenizer also perplexity per word, the figure word-level papers publish."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from arlm import data
 from arlm import sequences as seqs
-from arlm.data import batchify, windows
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write
 from arlm.loss import token_losses
 from arlm.models import LanguageModel, State, batch_dims, device_of
 from arlm.runtime import autocast
-from arlm.tokenizer import Tokenizer, count_words
+from arlm.streams import batchify, windows
+from arlm.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # a type only: scoring reads no files (data reads the texts)
+    from arlm.data import Text
 
 LN2 = math.log(2)
-
-
-@dataclass
-class Text:
-    """Token ids and the size of the text they came from."""
-
-    ids: np.ndarray
-    bytes: int
-    chars: int
-    words: int | None = None  # words and line ends (count_words), for word tokenizers
-
-
-def _words(tokenizer: Tokenizer, text: str) -> int | None:
-    return count_words(text) if tokenizer.model_type == "word" else None
-
-
-def text_from_string(tokenizer: Tokenizer, text: str) -> Text:
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
-    return Text(ids, len(text.encode("utf-8")), len(text), _words(tokenizer, text))
-
-
-def text_from_file(tokenizer: Tokenizer, path: Path) -> Text:
-    """A text file encoded in chunks with the checkpoint's tokenizer."""
-    source = data.scan(path)
-    data.check_utf8([source], "refuse", flag=False)
-    chunks, chars = [], 0
-    words = 0 if tokenizer.model_type == "word" else None
-    for chunk in data.read_text([data.Span(source.path, 0, source.size)]):
-        chunks.append(tokenizer.encode_array(chunk, data.dtype_for(tokenizer.vocab_size)))
-        chars += len(chunk)
-        if words is not None:
-            words += count_words(chunk)
-    ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-    return Text(ids, source.size, chars, words)
-
-
-def text_from_path(tokenizer: Tokenizer, path: Path) -> Text:
-    """A dataset folder's validation split, or a text file."""
-    path = Path(path)
-    return text_from_dataset(path, tokenizer) if path.is_dir() else text_from_file(tokenizer, path)
-
-
-def text_from_dataset(folder: Path, tokenizer: Tokenizer) -> Text:
-    """The validation split of a tokenized dataset made with the same tokenizer."""
-    meta = data.load_meta(folder)
-    if meta["tokenizer"]["sha256"] != tokenizer.sha256:
-        raise ArlmError(
-            f"{folder} was tokenized with another tokenizer than this checkpoint's: give a "
-            "text file instead, or the dataset the model was trained on"
-        )
-    ids = data.open_ids(folder, "val")
-    words = meta["val"].get("words")
-    if words is None:  # a dataset made before meta.json counted words
-        words = _words(tokenizer, tokenizer.decode(ids))
-    return Text(ids, meta["val"]["bytes"], meta["val"]["chars"], words)
 
 
 def score(

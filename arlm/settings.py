@@ -1,6 +1,6 @@
-"""The settings of a model and of its training, and where they come from: command-line flags,
-then a TOML file (`--config`, the same names as the flags), then the defaults of the dataclasses
-below, which the CLI's help shows. No torch here: `arlm --help` and `arlm tokenize` start fast.
+"""The settings of a training run (TrainConfig) and where a run's settings come from: command-line
+flags, then a TOML file (`--config`, the same names as the flags), then the defaults of
+TrainConfig and of the model's config (arlm.models.ModelConfig), which the CLI's help shows.
 
 A checkpoint stores both configs (config.json), so sampling and resuming need no flags.
 """
@@ -14,76 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from arlm.errors import ArlmError, UsageError
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a model; stored in every checkpoint."""
-
-    kind: str = "lstm"  # a key of REGISTRY: elman | lstm | gru | jordan | ngram | hmm
-    vocab_size: int = 256
-    embedding_dim: int = 128
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.1  # on embeddings, between layers, before the output; never recurrent
-    tie_weights: bool = False  # share the input embedding with the output layer
-    input: str = "embedding"  # embedding | one-hot
-    nonlinearity: str = "tanh"  # elman only: tanh | relu
-    jordan_decay: float = 0.5  # jordan only: a in c_t = a * c_{t-1} + y_{t-1}
-    # The AWD-LSTM regularisers (Merity et al., 2017), fused kinds only. A locked dropout left
-    # at None keeps --dropout's plain dropout in its place; 0 turns that place's dropout off.
-    dropout_input: float | None = None  # locked dropout on the embeddings
-    dropout_hidden: float | None = None  # locked dropout between recurrent layers
-    dropout_output: float | None = None  # locked dropout on the last layer's output
-    dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
-    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
-    order: int = 3  # ngram only: N, the tokens of each n-gram
-    states: int = 32  # hmm only: K hidden states
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def check(self) -> None:
-        """Refuse impossible settings with a message that says what to change: those of every
-        kind here; arlm.models.check adds those of the kind (LanguageModel.check_config)."""
-        for name in ("vocab_size", "hidden_size", "num_layers", "embedding_dim"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive")
-        if not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.input not in ("embedding", "one-hot"):
-            raise UsageError(f"--input must be embedding or one-hot, got {self.input!r}")
-        for name in REGULARISERS:
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
-        if self.tie_weights and self.input == "one-hot":
-            raise UsageError("--tie-weights needs --input embedding (one-hot has no weights)")
-        if self.tie_weights and self.embedding_dim != self.hidden_size:
-            raise UsageError(
-                "--tie-weights needs --embedding-dim equal to --hidden-size "
-                f"(got {self.embedding_dim} and {self.hidden_size})"
-            )
-
-    def regularisers(self) -> list[str]:
-        """The AWD-LSTM regularisers set away from their defaults."""
-        fields = self.__dataclass_fields__
-        return [name for name in REGULARISERS if getattr(self, name) != fields[name].default]
-
-
-REGULARISERS = (
-    "dropout_input",
-    "dropout_hidden",
-    "dropout_output",
-    "dropout_embedding",
-    "weight_drop",
-)
-
+from arlm.models import ModelConfig
 
 UNITS = ("lines", "documents")  # --sequences other than stream (arlm.sequences)
 PADDINGS = ("pre", "post")
@@ -111,7 +42,7 @@ class TrainConfig:
     ar: float = 0.0  # activation regularisation: ar * mean(h^2) of the last layer's output
     tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1})^2), before output dropout
     bptt_jitter: bool = False  # stream only: each window's length drawn around k1 (AWD-LSTM)
-    eval_every: int | None = None  # steps; None: a share of the wall time (arlm.train)
+    eval_every: int | None = None  # steps; None: a share of the wall time (training.trainer)
     patience: int | None = None  # evaluations without improvement before stopping
     max_steps: int | None = None
     epochs: float | None = 10.0

@@ -1,9 +1,9 @@
 """SentencePiece tokenizers that give back any text byte for byte.
 
-The settings that make `decode(encode(s)) == s` hold (DESIGN.md, "Tokenizer settings"):
-identity normalization, no whitespace folding, byte fallback (so unseen characters, emoji
-included, become byte pieces instead of <unk>), and no dummy prefix (so encoding a text chunk by
-chunk gives the same ids as encoding it whole). Two gaps in SentencePiece are closed here:
+The settings that make `decode(encode(s)) == s` hold (docs/ARCHITECTURE.md, "Tokenizer
+settings"): identity normalization, no whitespace folding, byte fallback (so unseen characters,
+emoji included, become byte pieces instead of <unk>), and no dummy prefix (so encoding a text
+chunk by chunk gives the same ids as encoding it whole). Two gaps in SentencePiece are closed here:
 
 - a literal U+2581 (SentencePiece's visible space) in the text would decode as a space: we spell
   it with its three byte pieces instead;

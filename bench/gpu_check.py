@@ -39,7 +39,8 @@ import torch
 from arlm import checkpoint, data
 from arlm.models import ModelConfig, build_model
 from arlm.sample import generate
-from arlm.train import StepRecord, TrainConfig, Trainer, evaluate
+from arlm.score import evaluate
+from arlm.training import StepRecord, TrainConfig, Trainer
 from bench.reference import ReferenceTrainer
 from bench.run import WORD_TRAIN, ReferenceAsModel
 

@@ -28,7 +28,8 @@ import torch
 from arlm import data
 from arlm.models import ModelConfig, RecurrentLM, build_model
 from arlm.sample import generate
-from arlm.train import TrainConfig, Trainer, evaluate
+from arlm.score import evaluate
+from arlm.training import TrainConfig, Trainer
 from bench.reference import ReferenceTrainer
 from bench.speed import in_process
 from bench.tokenize_big import run_measured

@@ -18,7 +18,7 @@ import torch
 
 from arlm import data
 from arlm.models import ModelConfig, build_model
-from arlm.train import StepRecord, TrainConfig, Trainer
+from arlm.training import StepRecord, TrainConfig, Trainer
 from bench.reference import ReferenceTrainer
 
 
@@ -79,7 +79,7 @@ def in_process(function: str, *args) -> float:
     )
     code = (
         "import json, sys; from pathlib import Path; from bench import speed; "
-        "from arlm.models import ModelConfig; from arlm.train import TrainConfig; "
+        "from arlm.models import ModelConfig; from arlm.settings import TrainConfig; "
         f"args = json.loads({encoded!r}); print(speed.{function}_from_json(args))"
     )
     result = subprocess.run(

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from arlm import data
-from arlm.train import evaluate
+from arlm.score import evaluate
 from bench.gpu_check import Part, check, run_parts
 from bench.reference import ReferenceTrainer
 from bench.run import ReferenceAsModel, lstm_training_flops_per_token, table

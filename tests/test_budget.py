@@ -13,11 +13,11 @@ import torch
 from typer.testing import CliRunner
 
 from arlm import checkpoint, formats
-from arlm import train as train_module
 from arlm.cli import app
 from arlm.errors import ArlmError
 from arlm.models import ModelConfig, build_model
-from arlm.train import EvalRecord, StepRecord, TrainConfig, Trainer
+from arlm.training import EvalRecord, StepRecord, TrainConfig, Trainer
+from arlm.training import trainer as train_module
 from tests.conftest import make_char_dataset, write_config
 
 torch.set_num_threads(1)

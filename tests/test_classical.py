@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from arlm import checkpoint, score
+from arlm import checkpoint, data, score
 from arlm.cli import app
 from arlm.commands._shared import load
 from arlm.errors import UsageError
@@ -138,7 +138,7 @@ def test_an_ngram_loaded_onto_another_device_scores_and_generates_as_on_the_cpu(
     model = ngram(rng.integers(0, 7, 500), 3, 7)
     write_config(tmp_path, model)
     checkpoint.save_weights(model, tmp_path)
-    text = score.Text(rng.integers(0, 7, 300), bytes=300, chars=300)
+    text = data.Text(rng.integers(0, 7, 300), bytes=300, chars=300)
 
     def outputs(device: str) -> tuple:
         model, _ = checkpoint.load(tmp_path, device)

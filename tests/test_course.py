@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arlm import embed, score
+from arlm import data, embed
 from arlm.commands._shared import load
 from arlm.models import ModelConfig, build_model
 from arlm.probe import gradient_by_distance
@@ -130,7 +130,7 @@ def test_diagnose_overlays_checkpoints_and_refuses_counting_models(ladder, tmp_p
     (curve,) = json.loads(run_arlm(*probe, "--json").stdout).values()
     # the command's curve is the probe on the checkpoint's model and the dataset's text
     model, _, tokenizer, _ = load(ladder / "elman", "cpu")
-    ids = np.asarray(score.text_from_path(tokenizer, ladder / "ds").ids)
+    ids = np.asarray(data.text_from_path(tokenizer, ladder / "ds").ids)
     np.testing.assert_allclose(curve, gradient_by_distance(model, ids, 5), rtol=1e-6)
     # and an Elman network's gradient reaches back, fading: positive at every k, k = 0 largest
     assert len(curve) == 6 and min(curve) > 0 and curve[0] == max(curve)

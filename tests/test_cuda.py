@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from arlm import checkpoint, data
 from arlm.loss import linear_cross_entropy
 from arlm.models import ModelConfig, build_model
-from arlm.train import StepRecord, TrainConfig, Trainer
+from arlm.training import StepRecord, TrainConfig, Trainer
 from bench.reference import ReferenceTrainer
 from tests.conftest import make_char_dataset, write_config
 

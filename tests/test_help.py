@@ -18,7 +18,7 @@ from arlm import settings
 from arlm import tokenizer as tk
 from arlm.cli import app
 from arlm.models import ModelConfig
-from arlm.train import TrainConfig
+from arlm.settings import TrainConfig
 from tests.conftest import run_arlm
 
 COMMANDS = typer.main.get_command(app).commands

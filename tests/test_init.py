@@ -7,7 +7,7 @@ import torch
 
 from arlm import checkpoint, data
 from arlm.models import ModelConfig, build_model
-from arlm.train import TrainConfig, Trainer
+from arlm.training import TrainConfig, Trainer
 from tests.conftest import run_arlm
 
 torch.set_num_threads(1)

@@ -8,7 +8,7 @@ import torch
 
 from arlm import checkpoint
 from arlm.errors import UsageError
-from arlm.models import ModelConfig, build_model, check
+from arlm.models import ModelConfig, build_model
 from arlm.models.recurrent import locked_dropout
 from tests.conftest import write_config
 
@@ -196,7 +196,7 @@ def test_an_old_config_without_the_options_builds_todays_model():
 )
 def test_impossible_regulariser_settings_are_refused(overrides, message):
     with pytest.raises(UsageError, match=re.escape(message)):
-        check(ModelConfig(vocab_size=VOCAB, **overrides))
+        ModelConfig(vocab_size=VOCAB, **overrides).check()
     assert "\n" not in message
 
 

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from arlm import data
-from arlm import train as train_module
 from arlm.errors import UsageError
 from arlm.models import detach
-from arlm.train import (
+from arlm.training import (
     ActivationPenalty,
     EvalRecord,
     StepRecord,
@@ -22,6 +21,7 @@ from arlm.train import (
     counted_columns,
     jitter_length,
 )
+from arlm.training import trainer as train_module
 from tests.conftest import make_char_dataset
 from tests.test_train import tiny_model, train, trainer_for, weights
 

@@ -21,14 +21,8 @@ from arlm.cli import app
 from arlm.commands import train as train_command
 from arlm.errors import ArlmError
 from arlm.models import ModelConfig, build_model
-from arlm.train import (
-    MAX_BAD_STEPS,
-    MAX_ROLLBACKS,
-    RollbackRecord,
-    StepRecord,
-    TrainConfig,
-    Trainer,
-)
+from arlm.training import RollbackRecord, StepRecord, TrainConfig, Trainer
+from arlm.training.trainer import MAX_BAD_STEPS, MAX_ROLLBACKS
 from tests.conftest import make_char_dataset
 
 torch.set_num_threads(1)

@@ -268,7 +268,7 @@ def test_bits_per_byte_by_hand():
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-    text = score.Text(np.arange(10) % 40, bytes=25, chars=20)
+    text = data.Text(np.arange(10) % 40, bytes=25, chars=20)
     figures = score.score(model, text, torch.device("cpu"), torch.float32)
     assert figures["loss"] == pytest.approx(math.log(40))
     assert figures["perplexity"] == pytest.approx(40)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from arlm import checkpoint, score
+from arlm import checkpoint, data, score
 from arlm import sequences as seqs
 from arlm.models import KINDS, ModelConfig, build_model
+from arlm.score import evaluate
 from arlm.tokenizer import Tokenizer
-from arlm.train import evaluate
 from tests.conftest import make_char_dataset, run_arlm
 
 VOCAB = 12
@@ -64,7 +64,7 @@ def test_scoring_equals_one_token_at_a_time(kind, length):
     model, ids = tiny(kind), text_of(length)
     expected = one_at_a_time(model, ids)
     logprobs = np.full(length, np.nan)
-    text = score.Text(ids, bytes=3 * length, chars=2 * length)
+    text = data.Text(ids, bytes=3 * length, chars=2 * length)
     figures = score.score(model, text, CPU, torch.float32, logprobs)
     assert figures["tokens"] == length
     total = -figures["loss"] * figures["tokens"]
@@ -91,7 +91,7 @@ def test_a_long_text_read_in_rows_scores_every_token_with_its_context(kind):
 
 def test_an_empty_text_is_refused():
     with pytest.raises(Exception, match="empty"):
-        score.score(tiny("gru"), score.Text(np.zeros(0, np.int64), 0, 0), CPU, torch.float32)
+        score.score(tiny("gru"), data.Text(np.zeros(0, np.int64), 0, 0), CPU, torch.float32)
 
 
 # -- bits per byte under --sequences -----------------------------------------------------------
@@ -108,7 +108,7 @@ def uniform_gru(vocab_size: int):
 
 
 def scored(tok: Tokenizer, string: str, unit: str) -> dict:
-    text = score.text_from_string(tok, string)
+    text = data.text_from_string(tok, string)
     model = uniform_gru(tok.vocab_size)
     return score.score(model, text, CPU, torch.float32, by_sequence=(unit, tok))
 

@@ -43,7 +43,7 @@ def test_every_line_end_piece_ends_a_line(word):
 
 
 def scored(tok: tk.Tokenizer, string: str, unit: str) -> dict:
-    text = score.text_from_string(tok, string)
+    text = data.text_from_string(tok, string)
     return score.score(uniform_gru(tok.vocab_size), text, torch.device("cpu"), torch.float32,
                        by_sequence=(unit, tok))  # fmt: skip
 

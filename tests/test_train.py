@@ -15,14 +15,14 @@ from arlm import checkpoint, data, settings
 from arlm.cli import app
 from arlm.errors import UsageError
 from arlm.models import ModelConfig, build_model, detach, kinds
+from arlm.score import evaluate
 from arlm.tokenizer import Tokenizer
-from arlm.train import (
+from arlm.training import (
     RollbackRecord,
     StepRecord,
     StopRecord,
     TrainConfig,
     Trainer,
-    evaluate,
     tbptt_loss,
 )
 from tests.conftest import corpus_text, make_char_dataset, run_arlm, write_config

@@ -259,7 +259,7 @@ def test_eval_gives_perplexity_per_word(wiki_files, tmp_path):
 def test_per_word_figures_leave_out_the_line_ends_no_sequence_predicts(wiki):
     from tests.test_score import uniform_gru
 
-    text = score.text_from_string(wiki, "the cat sat .\n\n\nthe dog ran .\n")
+    text = data.text_from_string(wiki, "the cat sat .\n\n\nthe dog ran .\n")
     assert text.words == 12
     model, lines = uniform_gru(wiki.vocab_size), ("lines", wiki)
     figures = score.score(model, text, torch.device("cpu"), torch.float32, by_sequence=lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from arlm import checkpoint, score
+from arlm import checkpoint, data, score
 from arlm.errors import UsageError
 from arlm.runtime import pick_device, pick_precision
 
@@ -50,9 +50,9 @@ def score_checkpoint(
     otherwise; with `per_token`, each token's log-probability written there (TSV)."""
     model, config, tokenizer, device = loaded.model, loaded.config, loaded.tokenizer, loaded.device
     if text is not None:
-        scored = score.text_from_string(tokenizer, text)
+        scored = data.text_from_string(tokenizer, text)
     else:
-        scored = score.text_from_path(tokenizer, data_path)
+        scored = data.text_from_path(tokenizer, data_path)
     name = precision_name or {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(
         config.get("precision", "float32"), "fp32"
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from arlm import checkpoint, models
+from arlm import checkpoint
 from arlm.commands._shared import load, plot_path, score_checkpoint, stdout_console
 from arlm.errors import UsageError
 from arlm.formats import atomic_write
@@ -23,7 +23,7 @@ def describe(folder: Path, model, config: dict) -> dict:
     metrics = checkpoint.read_metrics(folder)
     return {
         "checkpoint": str(folder),
-        "model": models.describe(model_config),
+        "model": model_config.describe(),
         "kind": model_config.kind,
         "parameters": model.num_parameters(),
         "training_seconds": max((m.get("elapsed", 0.0) for m in metrics), default=0.0),

@@ -11,11 +11,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from arlm import score
 from arlm.commands._shared import load, plot_path, stdout_console
 from arlm.errors import UsageError
 from arlm.formats import atomic_write
-from arlm.models import describe
 from arlm.probe import gradient_by_distance
 
 
@@ -36,8 +34,8 @@ def run(
     curves = {}
     for folder in map(Path, checkpoints):
         model, _, tokenizer, _ = load(folder, "cpu")  # its tokenizer checked, as for eval
-        text = score.text_from_path(tokenizer, data)
-        name = f"{folder.name} ({describe(model.config)})"
+        text = data.text_from_path(tokenizer, data)
+        name = f"{folder.name} ({model.config.describe()})"
         curves[name] = gradient_by_distance(model, np.asarray(text.ids), max_distance, windows)
         console.print(f"probed {name}", highlight=False)
     if plot:

@@ -18,23 +18,17 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import __version__, checkpoint, data, distributed, embed, models, recipes, settings
+from arlm import __version__, checkpoint, data, distributed, embed, recipes, settings
 from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
-from arlm.models import ModelConfig, all_finite, build_model, describe
+from arlm.models import ModelConfig, all_finite, build_model
 from arlm.plot import learning_curve
+from arlm.runtime import pick_device
+from arlm.settings import TrainConfig
 from arlm.tokenizer import Tokenizer
-from arlm.train import (
-    MAX_BAD_STEPS,
-    EvalRecord,
-    RollbackRecord,
-    StepRecord,
-    StopRecord,
-    TrainConfig,
-    Trainer,
-    pick_device,
-)
+from arlm.training import EvalRecord, RollbackRecord, StepRecord, StopRecord, Trainer
+from arlm.training.trainer import MAX_BAD_STEPS
 
 
 def run(
@@ -116,7 +110,7 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         raise UsageError("--data is required: a dataset folder (arlm tokenize) or a text file")
     model_config = settings.model_config(values)
     train_config = settings.train_config(values)
-    models.check(model_config)
+    model_config.check()
     train_config.check()
     if model_config.kind == "ngram" and train_config.sequences != "stream":
         raise UsageError("--model ngram counts the stream: drop --sequences")
@@ -299,7 +293,7 @@ def _report_start(trainer: Trainer, out: Path, console: Console, recipe: str | N
             f"{trainer.steps_per_epoch} steps per pass"
         )
     console.print(
-        f"{describe(m)}, {trainer.model.num_parameters():,} parameters | {how} | "
+        f"{m.describe()}, {trainer.model.num_parameters():,} parameters | {how} | "
         f"{trainer.device}, {str(trainer.precision).removeprefix('torch.')}, "
         f"{torch.get_num_threads()} threads"
         f"{f' | recipe: {recipe}' if recipe else ''} | {out}",
@@ -470,7 +464,7 @@ def _eval_line(record: EvalRecord) -> str:
 def _title(config: dict) -> str:
     m = config["model"]
     return (
-        f"{describe(ModelConfig.from_dict(m))} on "
+        f"{ModelConfig.from_dict(m).describe()} on "
         f"{Path(config['data']['path']).name} ({config['data']['model_type']} tokens)"
     )
 

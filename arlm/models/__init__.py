@@ -14,20 +14,18 @@ from arlm.models import classical
 from arlm.models.base import (
     REGISTRY,
     LanguageModel,
+    ModelConfig,
     State,
     Stepper,
     all_finite,
     batch_dims,
     build_model,
-    check,
-    describe,
     detach,
     device_of,
     kinds,
     model_class,
 )
 from arlm.models.recurrent import RecurrentLM
-from arlm.settings import ModelConfig
 
 KINDS = tuple(REGISTRY)  # every kind, in the order the help lists them
 
@@ -42,9 +40,7 @@ __all__ = [
     "all_finite",
     "batch_dims",
     "build_model",
-    "check",
     "classical",
-    "describe",
     "detach",
     "device_of",
     "kinds",

@@ -1,5 +1,5 @@
 """What every language model shares: its interface, what it declares it can do, and the one
-registry of kinds (its config is arlm.settings.ModelConfig).
+registry of kinds, and the config every model is built from.
 
     logits, state = model(ids, state)     # ids (B, T) int64 -> logits (B, T, V)
     state = model.init_state(batch_size)  # a tuple of tensors
@@ -12,13 +12,89 @@ takes the general path, never the wrong one.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import Tensor, nn
 
 from arlm.errors import UsageError
-from arlm.settings import ModelConfig
 
 State = tuple[Tensor, ...]
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint."""
+
+    kind: str = "lstm"  # a key of REGISTRY: elman | lstm | gru | jordan | ngram | hmm
+    vocab_size: int = 256
+    embedding_dim: int = 128
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.1  # on embeddings, between layers, before the output; never recurrent
+    tie_weights: bool = False  # share the input embedding with the output layer
+    input: str = "embedding"  # embedding | one-hot
+    nonlinearity: str = "tanh"  # elman only: tanh | relu
+    jordan_decay: float = 0.5  # jordan only: a in c_t = a * c_{t-1} + y_{t-1}
+    # The AWD-LSTM regularisers (Merity et al., 2017), fused kinds only. A locked dropout left
+    # at None keeps --dropout's plain dropout in its place; 0 turns that place's dropout off.
+    dropout_input: float | None = None  # locked dropout on the embeddings
+    dropout_hidden: float | None = None  # locked dropout between recurrent layers
+    dropout_output: float | None = None  # locked dropout on the last layer's output
+    dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
+    order: int = 3  # ngram only: N, the tokens of each n-gram
+    states: int = 32  # hmm only: K hidden states
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def describe(self) -> str:
+        """'lstm 2x256', 'ngram N=3', 'hmm K=32': the model in a few characters."""
+        return model_class(self.kind).describe(self)
+
+    def check(self) -> None:
+        """Refuse impossible settings with a message that says what to change: those of every
+        kind here, then those of the kind (LanguageModel.check_config)."""
+        cls = model_class(self.kind)
+        for name in ("vocab_size", "hidden_size", "num_layers", "embedding_dim"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.input not in ("embedding", "one-hot"):
+            raise UsageError(f"--input must be embedding or one-hot, got {self.input!r}")
+        for name in REGULARISERS:
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+        if self.tie_weights and self.input == "one-hot":
+            raise UsageError("--tie-weights needs --input embedding (one-hot has no weights)")
+        if self.tie_weights and self.embedding_dim != self.hidden_size:
+            raise UsageError(
+                "--tie-weights needs --embedding-dim equal to --hidden-size "
+                f"(got {self.embedding_dim} and {self.hidden_size})"
+            )
+        cls.check_config(self)
+
+    def regularisers(self) -> list[str]:
+        """The AWD-LSTM regularisers set away from their defaults."""
+        fields = self.__dataclass_fields__
+        return [name for name in REGULARISERS if getattr(self, name) != fields[name].default]
+
+
+REGULARISERS = (
+    "dropout_input",
+    "dropout_hidden",
+    "dropout_output",
+    "dropout_embedding",
+    "weight_drop",
+)
 
 
 class LanguageModel(nn.Module):
@@ -40,7 +116,7 @@ class LanguageModel(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        check(config)
+        config.check()
         self.config = config
 
     @classmethod
@@ -128,17 +204,6 @@ def kinds(**flags: object) -> tuple[str, ...]:
 
 def build_model(config: ModelConfig) -> LanguageModel:
     return model_class(config.kind)(config)
-
-
-def check(config: ModelConfig) -> None:
-    """Refuse a config no model can be built from: the checks of every kind, then the kind's."""
-    config.check()
-    model_class(config.kind).check_config(config)
-
-
-def describe(config: ModelConfig) -> str:
-    """'lstm 2x256', 'ngram N=3', 'hmm K=32': the model in a few characters."""
-    return model_class(config.kind).describe(config)
 
 
 # -- helpers on any model or state ----------------------------------------------------------------

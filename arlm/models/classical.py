@@ -18,8 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from arlm.errors import UsageError
-from arlm.models.base import LanguageModel, State, Stepper, register
-from arlm.settings import ModelConfig
+from arlm.models.base import LanguageModel, ModelConfig, State, Stepper, register
 
 
 class ClassicalLM(LanguageModel):

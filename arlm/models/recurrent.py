@@ -12,8 +12,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from arlm.errors import UsageError
-from arlm.models.base import LanguageModel, State, Stepper, register
-from arlm.settings import ModelConfig
+from arlm.models.base import LanguageModel, ModelConfig, State, Stepper, register
 
 
 def locked_dropout(x: Tensor, p: float | None, training: bool) -> Tensor:
@@ -367,7 +366,7 @@ class FusedStepper(Stepper):
     """The fused layer's step written out with its own weights: matrix products and gate math.
 
     Calling nn.LSTM on one token costs ~1.5 ms of fixed overhead here; this runs several times
-    faster (DESIGN.md). Three things make it fast:
+    faster (docs/ARCHITECTURE.md, "Recurrent layers and generation"). Three things make it fast:
     - the first layer's input projection of every token is precomputed into a (V, G) table,
       so a step starts with a row lookup instead of a product;
     - the recurrent products of all layers depend only on the previous state, so for one

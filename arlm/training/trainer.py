@@ -1,8 +1,11 @@
-"""Truncated backpropagation through time, as a generator of records.
+"""The trainer: a generator of records. It takes a model with the LanguageModel interface and
+token ids, and yields what happened (training.records); the caller prints, plots and saves.
 
-Nothing in this file knows the model family, the console or the file system: it takes a model
-with the LanguageModel interface and token ids, and yields what happened. The CLI prints, plots and
-saves checkpoints from those records.
+Nothing here knows the model family except through the flags the model class declares
+(`fused`: the block-wise loss through the output layer, AR/TAR; `counted`: trained by counting),
+nor the console or the file system. What the trainer reads is one of three kinds of work, chosen
+once from the config and the model: TBPTT windows over one stream (training.tbptt), padded
+batches of independent sequences (arlm.sequences), or, for a counting model, the whole text.
 """
 
 from __future__ import annotations
@@ -13,22 +16,34 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from arlm import sequences as seqs
-from arlm.data import Window, batchify, windows
 from arlm.distributed import World, check_split, gather, highest, share, total
 from arlm.errors import ArlmError, UsageError
-from arlm.loss import linear_cross_entropy
 from arlm.models import LanguageModel, State, all_finite, batch_dims, detach
 from arlm.runtime import autocast, keep_freed_memory, pick_device, pick_precision
 from arlm.score import evaluate
 from arlm.settings import TrainConfig
+from arlm.streams import Window, batchify, windows
+from arlm.training.awd import ActivationPenalty, Averager, jitter_length
+from arlm.training.records import (
+    STOP_REASONS,
+    EvalRecord,
+    RollbackRecord,
+    StepRecord,
+    StopRecord,
+)
+from arlm.training.tbptt import (
+    clip_gradients,
+    counted_columns,
+    counted_loss,
+    run_window,
+    to_device,
+)
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 3  # non-finite updates in a row before going back to the last good state
@@ -44,252 +59,12 @@ EVAL_SHARE = 0.05
 # 3.1 times on tinyshakespeare (char), 2.3 on python-docs (BPE 2000); the lower guess errs on
 # the side of finishing inside the time budget.
 FORWARD_SPEEDUP = 2.0
-STOP_REASONS = (None, "interrupted", "max steps", "epochs", "time budget", "patience")
-STOP_REASONS = (None, "interrupted", "max steps", "epochs", "time budget", "patience")
-
-
-@dataclass
-class StepRecord:
-    step: int
-    epoch: int
-    tokens: int  # training targets seen so far
-    loss: float  # nats per token, this update
-    lr: float
-    grad_norm: float
-    clipped: bool
-    tokens_per_second: float
-    elapsed: float  # wall time of the runs so far
-    progress: float  # 0..1 towards the first stopping rule
-    skipped: bool = False  # the loss or the gradients were not finite: no update
-
-
-@dataclass
-class RollbackRecord:
-    """Too many non-finite updates in a row: the trainer went back to a good state."""
-
-    step: int  # where it failed
-    to_step: int  # the state it went back to
-    lr_scale: float  # the learning rate is now multiplied by this
-
-
-@dataclass
-class EvalRecord:
-    step: int
-    tokens: int
-    val_loss: float
-    perplexity: float
-    bits_per_byte: float
-    best: bool
-    elapsed: float
-
-
-@dataclass
-class StopRecord:
-    step: int
-    reason: str
-
-
-def _clip_gradients(model: torch.nn.Module, clip: float) -> torch.Tensor:
-    """Scale the gradients down to norm `clip` if they are longer; return their norm. Unlike
-    clip_grad_norm_, touches the gradients only when clipping fires."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads)
-    if norm > clip:
-        torch.nn.utils.clip_grads_with_norm_(model.parameters(), clip, norm)
-    return norm
-
-
-def _to_device(window: Window, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A window's ids on `device`; to a GPU from pinned memory, without waiting for the copy."""
-    inputs, targets = torch.from_numpy(window.inputs), torch.from_numpy(window.targets)
-    if device.type == "cuda":
-        inputs, targets = inputs.pin_memory(), targets.pin_memory()
-    return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-
-
-def tbptt_loss(
-    forward: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]],
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    state: State,
-    window: Window,
-    output: torch.nn.Linear | None = None,
-) -> tuple[torch.Tensor, State]:
-    """The loss of one TBPTT window and the state to carry to the next one.
-
-    The forward pass starts from `state` at the window's first column and runs through all of
-    it (up to k2 steps), so the gradient of each counted target reaches back up to k2 steps;
-    only the targets from `loss_start` on (the last k1) count, since the earlier ones were
-    counted by the previous window. The next window starts at column `carry`: the state there
-    is the one returned (the end state when k1 == k2).
-
-    `forward` returns logits, or, when `output` is given, the features that `output` turns
-    into logits: then the loss goes through it block by block (arlm.loss).
-    """
-    outputs, carried = run_window(forward, inputs, state, window.carry)
-    start = window.loss_start
-    return counted_loss(outputs[0][:, start:], targets[:, start:], output), carried
-
-
-def run_window(
-    forward: Callable[..., tuple], inputs: torch.Tensor, state: State, carry: int
-) -> tuple[list[torch.Tensor], State]:
-    """Run a window from `state`: what `forward` returns along time (its first value and any
-    after the state: (B, T, .) each), and the state at column `carry`, to carry on."""
-
-    def run(x: torch.Tensor, s: State) -> tuple[list[torch.Tensor], State]:
-        out, new, *more = forward(x, s)
-        return [out, *more], new
-
-    if carry == 0:
-        return run(inputs, state)[0], state
-    if carry >= inputs.shape[1]:
-        return run(inputs, state)
-    head, carried = run(inputs[:, :carry], state)
-    tail, _ = run(inputs[:, carry:], carried)
-    return [torch.cat(pair, dim=1) for pair in zip(head, tail, strict=True)], carried
-
-
-def counted_loss(
-    out: torch.Tensor, targets: torch.Tensor, output: torch.nn.Linear | None
-) -> torch.Tensor:
-    """Mean cross-entropy of logits (B, T, V), or of features (B, T, H) through `output`."""
-    out, targets = out.flatten(0, 1), targets.flatten()
-    if output is not None:
-        return linear_cross_entropy(out, output.weight, output.bias, targets)
-    return F.cross_entropy(out.float(), targets)
-
-
-def counted_columns(window: Window) -> int:
-    """The targets of each row that count in this window's loss: the columns it moves on."""
-    return window.targets.shape[1] - window.loss_start
-
-
-# -- the AWD-LSTM training recipe (Merity et al., 2018, "Regularizing and Optimizing LSTM ------
-# -- Language Models"): activation penalties, jittered windows, averaged SGD ------------------
-
-
-@dataclass
-class ActivationPenalty:
-    """AR and TAR (Merity et al., 2017, "Revisiting Activation Regularization for Language
-    RNNs"), added to the loss that is optimised, never to the one reported:
-
-        ar * mean(h_dropped^2)                  large outputs cost: the output layer sees them
-        tar * mean((h_t - h_{t-1})^2)           abrupt changes of the raw output cost
-
-    over the last recurrent layer's output at the counted columns of a window, (B, T, H) each.
-    """
-
-    ar: float
-    tar: float
-
-    def __call__(self, dropped: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-        penalty = self.ar * dropped.float().pow(2).mean()
-        if raw.shape[1] > 1:  # one column has no change to penalise
-            penalty = penalty + self.tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
-        return penalty
-
-
-JITTER_SD = 5.0  # tokens: AWD-LSTM's spread of window lengths
-JITTER_HALF = 0.05  # how often a window is centred on k1 / 2 instead
-JITTER_ABOVE = 20  # the longest window is k1 + this: AWD-LSTM notes that a rare long draw can
-# run out of memory
-
-
-def jitter_length(k1: int, rng: np.random.Generator) -> int:
-    """A window length as AWD-LSTM draws it: normal around k1 (around k1 / 2 one time in
-    twenty) with a spread of 5 tokens, cut to [min(5, k1), k1 + 20]. Varying the length moves
-    the window edges, so every token is, across passes, predicted from more than one history
-    length instead of the same k1 - j tokens every pass."""
-    centre = k1 if rng.random() >= JITTER_HALF else k1 / 2
-    return int(np.clip(rng.normal(centre, JITTER_SD), min(5, k1), k1 + JITTER_ABOVE))
-
-
-class Averager:
-    """NT-ASGD's average of the weights (Merity et al., 2018): SGD until validation stops
-    improving, then the running mean of the weights after each update since. The mean is what
-    is evaluated and kept as the best model: an average of the last part of an SGD path is
-    closer to the minimum than the points of the path, which jitter around it (Polyak and
-    Juditsky, 1992). torch.optim.ASGD with t0=0, lambd=0 (AWD-LSTM's) computes the same, but
-    as an optimizer of its own; kept apart, the update rule and its state stay SGD's.
-
-    Averaging starts at the first evaluation worse than the best of those before the last
-    `nonmono`: a non-monotone trigger, which a few noisy evaluations do not set off.
-    """
-
-    def __init__(self, params: list[torch.Tensor], nonmono: int) -> None:
-        self.params, self.nonmono = params, nonmono
-        self.history: list[float] = []  # the validation losses until averaging started
-        self.mean: list[torch.Tensor] = []  # empty until averaging starts
-        self.count = 0  # updates averaged
-        self.raw: list[torch.Tensor] = []  # the trained weights while the mean is swapped in
-
-    @property
-    def started(self) -> bool:
-        return bool(self.mean)
-
-    def observe(self, loss: float) -> None:
-        """One evaluation's loss: averaging starts if it is worse than the best before the
-        last `nonmono` evaluations."""
-        if self.started or not self.params:
-            return
-        earlier = self.history[: max(0, len(self.history) - self.nonmono)]
-        if earlier and loss > min(earlier):
-            self.mean = [p.detach().clone() for p in self.params]
-        self.history.append(loss)
-
-    @torch.no_grad()
-    def update(self) -> None:
-        """After each update, once started: mean_n = mean_(n-1) + (w - mean_(n-1)) / n."""
-        if self.started:
-            self.count += 1
-            for mean, p in zip(self.mean, self.params, strict=True):
-                mean.lerp_(p, 1 / self.count)  # a weight of 1 copies w exactly
-
-    @contextlib.contextmanager
-    def swapped(self) -> Iterator[None]:
-        """The mean in the model's weights inside the block, the trained ones after it."""
-        if not self.started:
-            yield
-            return
-        self.raw = [p.detach().clone() for p in self.params]
-        _copy_into(self.params, self.mean)
-        try:
-            yield
-        finally:
-            _copy_into(self.params, self.raw)
-            self.raw = []
-
-    def state_dict(self) -> dict:
-        """`raw` is there while the mean is swapped in: the model's weights saved beside this
-        state are the mean then, and loading puts the trained ones back."""
-        return {
-            "history": list(self.history),
-            "count": self.count,
-            "mean": self.mean,
-            "raw": self.raw,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.history, self.count = list(state["history"]), state["count"]
-        self.mean = [p.detach().clone() for p in self.params] if state["mean"] else []
-        _copy_into(self.mean, state["mean"])
-        _copy_into(self.params, state["raw"])  # empty unless saved while swapped
-
-
-@torch.no_grad()
-def _copy_into(params: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-    for p, value in zip(params, values, strict=True):
-        p.copy_(value)
 
 
 def _embeddings(model: torch.nn.Module) -> list[torch.Tensor]:
     """The input embedding matrix, if the model has one (one-hot inputs and the HMM do not)."""
     embedding = getattr(model, "input", None)
     return [embedding.weight] if isinstance(embedding, torch.nn.Embedding) else []
-
-
-# -- the trainer ------------------------------------------------------------------------------
 
 
 class _Loss(torch.nn.Module):
@@ -629,7 +404,7 @@ class Trainer:
         self.scaler.scale(objective).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.config.clip or math.inf
-        grad_norm = float(_clip_gradients(self.model, clip))
+        grad_norm = float(clip_gradients(self.model, clip))
         loss_value = loss.item()
         # a non-finite loss, or non-finite gradients the fp16 scaler would not skip itself:
         # no update, and a fresh state for the next window (this one may hold NaNs)
@@ -716,7 +491,7 @@ class Trainer:
         if isinstance(work, seqs.Batch):  # full BPTT through each sequence, fresh state
             loss, seen = seqs.loss(self.model, work, self.device)
             return loss, loss, None, seen, self.position + 1
-        inputs, targets = _to_device(work, self.device)
+        inputs, targets = to_device(work, self.device)
         state = carried or self.model.init_state(inputs.shape[0])
         outputs, carried = run_window(self._call, inputs, state, work.carry)
         counted = [out[:, work.loss_start :] for out in outputs]  # features (and raw ones)

@@ -1,0 +1,24 @@
+"""Training: the trainer (trainer.py), what it yields (records.py), TBPTT windows (tbptt.py) and
+the AWD-LSTM recipe (awd.py). The settings it takes are arlm.settings.TrainConfig."""
+
+from arlm.settings import TrainConfig
+from arlm.training.awd import ActivationPenalty, Averager, jitter_length
+from arlm.training.records import EvalRecord, RollbackRecord, StepRecord, StopRecord
+from arlm.training.tbptt import counted_columns, counted_loss, run_window, tbptt_loss
+from arlm.training.trainer import Trainer
+
+__all__ = [
+    "ActivationPenalty",
+    "Averager",
+    "EvalRecord",
+    "RollbackRecord",
+    "StepRecord",
+    "StopRecord",
+    "TrainConfig",
+    "Trainer",
+    "counted_columns",
+    "counted_loss",
+    "jitter_length",
+    "run_window",
+    "tbptt_loss",
+]
