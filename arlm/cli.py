@@ -66,8 +66,8 @@ def clean_errors(command: Callable) -> Callable:
 
 @app.callback()
 def _root() -> None:
-    """Train and sample autoregressive language models (Elman, Jordan, LSTM, GRU, n-gram, HMM) "
-    "on your own text."""
+    """Train and sample autoregressive language models (Elman, Jordan, LSTM, GRU, n-gram, HMM)
+    on your own text."""
 
 
 ModelType = Literal["bpe", "unigram", "char", "word"]

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from arlm.errors import ArlmError, UsageError
 from arlm.models import ModelConfig
+from arlm.sequences import PADDINGS, UNITS
 
-UNITS = ("lines", "documents")  # --sequences other than stream (arlm.sequences)
-PADDINGS = ("pre", "post")
 OPTIMIZERS = ("adamw", "sgd", "nt-asgd")
 SCHEDULES = ("cosine", "constant", "plateau")
 

@@ -120,7 +120,7 @@ def test_help_and_the_commands_without_a_model_start_without_torch():
 
 ROOT = Path(__file__).resolve().parents[1]
 # The newest torch functions arlm calls, and the release that added each; the fused CPU AdamW and
-# SGD (train.py) and torch.get_autocast_dtype came in 2.4.
+# SGD (training/trainer.py) and torch.get_autocast_dtype came in 2.4.
 NEWEST_TORCH_APIS = {
     "torch.nn.utils.get_total_norm": "2.6",
     "torch.nn.utils.clip_grads_with_norm_": "2.6",

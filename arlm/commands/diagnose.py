@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from arlm.commands._shared import load, plot_path, stdout_console
+from arlm.data import text_from_path
 from arlm.errors import UsageError
 from arlm.formats import atomic_write
 from arlm.probe import gradient_by_distance
@@ -34,7 +35,7 @@ def run(
     curves = {}
     for folder in map(Path, checkpoints):
         model, _, tokenizer, _ = load(folder, "cpu")  # its tokenizer checked, as for eval
-        text = data.text_from_path(tokenizer, data)
+        text = text_from_path(tokenizer, data)
         name = f"{folder.name} ({model.config.describe()})"
         curves[name] = gradient_by_distance(model, np.asarray(text.ids), max_distance, windows)
         console.print(f"probed {name}", highlight=False)

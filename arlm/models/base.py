@@ -69,6 +69,10 @@ class ModelConfig:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.input not in ("embedding", "one-hot"):
             raise UsageError(f"--input must be embedding or one-hot, got {self.input!r}")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise UsageError(f"--nonlinearity must be tanh or relu, got {self.nonlinearity!r}")
+        if not 0 <= self.jordan_decay < 1:
+            raise UsageError(f"--jordan-decay must be in [0, 1), got {self.jordan_decay}")
         for name in REGULARISERS:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 1:

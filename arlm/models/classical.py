@@ -62,13 +62,6 @@ class NGramLM(ClassicalLM):
         super().check_config(config)
         if config.order < 1:
             raise UsageError(f"--order must be at least 1, got {config.order}")
-        base = config.vocab_size + 1
-        if base**config.order >= 2**62:
-            largest = int(62 / math.log2(base))
-            raise UsageError(
-                f"--order {config.order} is too long for a vocabulary of {config.vocab_size}: "
-                f"use at most {largest}"
-            )
 
     @classmethod
     def describe(cls, config: ModelConfig) -> str:
@@ -78,6 +71,12 @@ class NGramLM(ClassicalLM):
         super().__init__(config)
         self.base = config.vocab_size + 1
         self.bos = config.vocab_size  # the digit for "before the text"
+        if self.base**config.order >= 2**62:  # known once the vocabulary is: here, not in check
+            largest = int(62 / math.log2(self.base))
+            raise UsageError(
+                f"--order {config.order} is too long for a vocabulary of {config.vocab_size}: "
+                f"use at most {largest}"
+            )
         for n in range(1, config.order + 1):
             self.register_buffer(f"keys{n}", torch.zeros(0, dtype=torch.int64))
             self.register_buffer(f"counts{n}", torch.zeros(0, dtype=torch.int64))

@@ -244,12 +244,6 @@ class ElmanLM(FusedLM):
 
     layer = nn.RNN
 
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        super().check_config(config)
-        if config.nonlinearity not in ("tanh", "relu"):
-            raise UsageError(f"--nonlinearity must be tanh or relu, got {config.nonlinearity!r}")
-
     def layer_options(self) -> dict:
         return {"nonlinearity": self.config.nonlinearity}
 
@@ -311,12 +305,6 @@ class JordanLM(RecurrentLM):
     which never touches a recurrent connection. The input products W x_t for all t are taken in
     one matrix product before the loop; only the feedback is stepped.
     """
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        super().check_config(config)
-        if not 0 <= config.jordan_decay < 1:
-            raise UsageError(f"--jordan-decay must be in [0, 1), got {config.jordan_decay}")
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
