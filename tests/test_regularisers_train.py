@@ -21,7 +21,7 @@ from arlm.training import (
     counted_columns,
     jitter_length,
 )
-from arlm.training import trainer as train_module
+from arlm.training import sources as train_module  # where the trainer calls evaluate()
 from tests.conftest import make_char_dataset
 from tests.test_train import tiny_model, train, trainer_for, weights
 

@@ -26,10 +26,9 @@ from arlm.distributed import World, check_split, gather, highest, share, total
 from arlm.errors import ArlmError, UsageError
 from arlm.models import LanguageModel, State, all_finite, batch_dims, detach
 from arlm.runtime import autocast, keep_freed_memory, pick_device, pick_precision
-from arlm.score import evaluate
 from arlm.settings import TrainConfig
-from arlm.streams import Window, batchify, windows
-from arlm.training.awd import ActivationPenalty, Averager, jitter_length
+from arlm.streams import Window
+from arlm.training.awd import ActivationPenalty, Averager
 from arlm.training.records import (
     STOP_REASONS,
     EvalRecord,
@@ -37,6 +36,7 @@ from arlm.training.records import (
     StepRecord,
     StopRecord,
 )
+from arlm.training.sources import Sequences, Stream, my_share
 from arlm.training.tbptt import (
     clip_gradients,
     counted_columns,
@@ -61,10 +61,34 @@ EVAL_SHARE = 0.05
 FORWARD_SPEEDUP = 2.0
 
 
-def _embeddings(model: torch.nn.Module) -> list[torch.Tensor]:
+def _embeddings(model: LanguageModel) -> list[torch.Tensor]:
     """The input embedding matrix, if the model has one (one-hot inputs and the HMM do not)."""
-    embedding = getattr(model, "input", None)
-    return [embedding.weight] if isinstance(embedding, torch.nn.Embedding) else []
+    if model.has_input_layer and isinstance(model.input, torch.nn.Embedding):
+        return [model.input.weight]
+    return []
+
+
+def make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, or SGD (nt-asgd: SGD, then averaged by the Averager), fused: one kernel for the
+    whole update instead of a dozen passes over each tensor."""
+    # weight decay on matrices only: decaying biases and norms just hurts; and, with
+    # embedding_decay off, not on the embedding, whose rare words' rows it would wear away
+    # between the updates that reach them (a tied output matrix is the same tensor)
+    spared = set() if config.embedding_decay else {id(p) for p in _embeddings(model)}
+    decay, rest = [], []
+    for p in model.parameters():
+        (decay if p.dim() >= 2 and id(p) not in spared else rest).append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    if config.optimizer in ("sgd", "nt-asgd"):  # nt-asgd: SGD, averaged (Averager)
+        return torch.optim.SGD(groups, lr=config.lr, fused=True)
+    # fused: one kernel for the whole update instead of a dozen passes over each tensor
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=True)
+
+
+# -- schedule and stopping ---------------------------------------------------------------
 
 
 class _Loss(torch.nn.Module):
@@ -120,33 +144,21 @@ class Trainer:
             keep_freed_memory()  # no page faults on the big per-step buffers (arlm.runtime)
         self.warnings: list[str] = []  # for the caller to show; the trainer never prints
         self.by_sequence = config.sequences != "stream"
+        self.source = (
+            Sequences(train_ids, val_ids, config, specials)
+            if self.by_sequence
+            else Stream(train_ids, config, self.world)
+        )
         if self.by_sequence:
-            self._split(train_ids, val_ids, specials)
-        else:
-            self.rows = self._mine(batchify(train_ids, config.batch_size), 0)
+            self.warnings += self.source.warnings()
         self.train_ids, self.val_ids = train_ids, val_ids
         self.val_bytes_per_token = val_bytes_per_token
         self.counting = model.counted  # an n-gram model: trained by counting, at once
-        self.optimizer = None if self.counting else self._make_optimizer()
+        self.optimizer = None if self.counting else make_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.precision == torch.float16
         )
-        # models that expose their features take the block-wise loss (arlm.loss); `base` is
-        # what a window is run through, `forward` the same, compiled when asked
-        self.output = model.output if model.fused else None
-        self.base = model.features if self.output is not None else model
-        self.penalty = ActivationPenalty(config.ar, config.tar) if config.ar or config.tar else None
-        if self.penalty and self.output is None:
-            raise UsageError(
-                f"--ar and --tar penalise a recurrent layer's output, which --model "
-                f"{model.config.kind} does not expose: drop them or pick lstm, gru or elman"
-            )
-        if self.penalty:  # the output before dropout too, for TAR
-            self.base = functools.partial(model.features, raw=True)
-        self.forward = torch.compile(self.base) if config.compile else self.base
-        self.loss = _Loss(self.model, self._loss)  # one update's loss, as a module
-        if self.world.active:  # gradients averaged over the processes by DDP
-            self.loss = DistributedDataParallel(self.loss)
+        self._prepare_forward(model, config)
         self.step = self.epoch = self.position = self.tokens = self.clip_count = 0
         self.bad_steps = self.rollbacks = 0
         self.lr_scale = 1.0  # halved at each rollback after non-finite losses
@@ -174,70 +186,49 @@ class Trainer:
         self.carried: State | None = None
         self._stop_reason: str | None = None
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        # weight decay on matrices only: decaying biases and norms just hurts; and, with
-        # embedding_decay off, not on the embedding, whose rare words' rows it would wear away
-        # between the updates that reach them (a tied output matrix is the same tensor)
-        spared = set() if self.config.embedding_decay else {id(p) for p in _embeddings(self.model)}
-        decay, rest = [], []
-        for p in self.model.parameters():
-            (decay if p.dim() >= 2 and id(p) not in spared else rest).append(p)
-        groups = [
-            {"params": decay, "weight_decay": self.config.weight_decay},
-            {"params": rest, "weight_decay": 0.0},
-        ]
-        if self.config.optimizer in ("sgd", "nt-asgd"):  # nt-asgd: SGD, averaged (Averager)
-            return torch.optim.SGD(groups, lr=self.config.lr, fused=True)
-        # fused: one kernel for the whole update instead of a dozen passes over each tensor
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99), fused=True)
+    def _prepare_forward(self, model: LanguageModel, config: TrainConfig) -> None:
+        """What a window runs through and how one update's loss is taken:
 
-    # -- schedule and stopping ---------------------------------------------------------------
-
-    def _split(self, train_ids, val_ids, specials: dict | None) -> None:
-        c = self.config
-        if not specials or not specials.get("line_ends"):
-            raise UsageError("--sequences needs a dataset whose tokenizer has a newline piece")
-        self.specials = specials
-        ends = specials["line_ends"]
-        cut = lambda ids: seqs.split(ids, ends, c.sequences)  # noqa: E731
-        self.train_sequences, truncated = seqs.truncate(cut(train_ids), c.max_length)
-        self.val_sequences = cut(val_ids)  # all of it, as `arlm eval` scores: never cut
-        self.val_unscored_bytes = seqs.unscored_bytes(val_ids, ends, c.sequences)
-        if not self.train_sequences or not self.val_sequences:
-            raise UsageError(f"the dataset holds no {c.sequences} to train or validate on")
-        self.lengths = np.array([len(s) for s in self.train_sequences])
-        if truncated:
-            self.warnings.append(
-                f"{truncated:,} of {len(self.lengths):,} training sequences were longer than "
-                f"--max-length {c.max_length} and were cut"
+        forward        the model, or its features (fused kinds: the loss then goes through
+                       `output_layer` block by block, arlm.loss), compiled with --compile
+        eager          the same, never compiled: the fallback when compiling fails
+        penalty        AR/TAR, on the features (and the raw ones, before dropout)
+        update_loss    `_loss` as a module of the model's parameters, which DDP wraps
+        """
+        self.output_layer = model.output if model.fused else None
+        self.eager = model.features if model.fused else model
+        self.penalty = ActivationPenalty(config.ar, config.tar) if config.ar or config.tar else None
+        if self.penalty and not model.fused:
+            raise UsageError(
+                f"--ar and --tar penalise a recurrent layer's output, which --model "
+                f"{model.config.kind} does not expose: drop them or pick lstm, gru or elman"
             )
+        if self.penalty:  # the output before dropout too, for TAR
+            self.eager = functools.partial(model.features, raw=True)
+        self.forward = torch.compile(self.eager) if config.compile else self.eager
+        self.update_loss = _Loss(self.model, self._loss)
+        if self.world.active:  # gradients averaged over the processes by DDP
+            self.update_loss = DistributedDataParallel(self.update_loss)
 
-    def _batches(self, epoch: int) -> list[np.ndarray]:
-        """The batches of sequence indices of pass `epoch`: the same for a resumed run, and
-        for every process (each then reads its own share of each batch)."""
-        rng = np.random.default_rng([self.config.seed, epoch])
-        return seqs.batches(self.lengths, self.config.batch_size, rng)
+    # -- the work, the schedule and stopping ------------------------------------------------
 
-    def _mine(self, rows, dim: int):
-        """This process's share of the streams along `dim` (a view: nothing is copied)."""
-        if not self.world.active:
-            return rows
-        share = rows.shape[dim] // self.world.size
-        index = [slice(None)] * rows.ndim
-        index[dim] = slice(self.world.rank * share, (self.world.rank + 1) * share)
-        return rows[tuple(index)]
+    @property
+    def rows(self) -> np.ndarray:
+        """The training stream's rows (B, L + 1), this process's share: stream sources only."""
+        return self.source.rows
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """The training sequences' lengths: sequence sources only."""
+        return self.source.lengths
 
     @property
     def steps_per_epoch(self) -> int:
-        if self.by_sequence:
-            return len(self._batches(0))
-        return math.ceil((self.rows.shape[1] - 1) / self.config.k1)
+        return self.source.steps_per_epoch
 
     def _passes(self) -> float:
         """Passes over the training data so far, with the current one's fraction."""
-        if self.by_sequence:
-            return self.epoch + self.position / max(1, self.steps_per_epoch)
-        return self.epoch + self.position / max(1, self.rows.shape[1] - 1)
+        return self.source.passes(self.epoch, self.position)
 
     def progress(self) -> float:
         """How far along the first stopping rule is, from 0 to 1: the cosine follows it."""
@@ -368,78 +359,27 @@ class Trainer:
 
     def _work(self) -> Iterator[Window | seqs.Batch]:
         """What the rest of this pass updates on: TBPTT windows, or padded batches."""
-        if not self.by_sequence:
-            if self.config.bptt_jitter:
-                yield from self._jittered_windows()
-            else:
-                yield from windows(self.rows, self.config.k1, self.config.k2, self.position)
-            return
-        s = self.specials
-        for rows in self._batches(self.epoch)[self.position :]:
-            chosen = [self.train_sequences[i] for i in rows]
-            yield seqs.pad(chosen, s["bos"], s["eos"], self.config.padding)
-
-    def _jittered_windows(self) -> Iterator[Window]:
-        """--bptt-jitter: windows of a length drawn for each update (jitter_length) from a
-        generator seeded by (seed, step), so that a resumed run, or one that went back to a
-        good state, draws the same lengths. Each still reaches k2 - k1 tokens further back."""
-        c, end = self.config, self.rows.shape[1] - 1
-        extra = c.backprop_steps - c.k1
-        while self.position < end:  # `_update` moves the position on by the counted columns
-            length = jitter_length(c.k1, np.random.default_rng([c.seed, self.step]))
-            yield next(windows(self.rows, length, length + extra, self.position))
+        return self.source.work(self.epoch, self.position, self.step)
 
     def _update(self, work: Window | seqs.Batch) -> StepRecord:
+        """One update: the loss of `work` from the carried state, its gradient, clipped, then
+        the optimizer's step, or no step at all when the loss or the gradient is not finite."""
         self._tick()
         started = self.elapsed
-        lr = self.learning_rate()
-        if self.config.bptt_jitter:  # a shorter window, a smaller step (AWD-LSTM)
-            lr *= counted_columns(work) / self.config.k1
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self._set_learning_rate(work)
         with autocast(self.device, self.precision):
             # the loss reported is the cross-entropy; the one optimised adds AR and TAR
-            objective, loss, carried, seen, position = self.loss(work, self.carried)
+            objective, loss, carried, seen, position = self.update_loss(work, self.carried)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(objective).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.config.clip or math.inf
         grad_norm = float(clip_gradients(self.model, clip))
-        loss_value = loss.item()
-        # a non-finite loss, or non-finite gradients the fp16 scaler would not skip itself:
-        # no update, and a fresh state for the next window (this one may hold NaNs)
-        skipped = not math.isfinite(loss_value) or (
-            not math.isfinite(grad_norm) and not self.scaler.is_enabled()
-        )
-        mine = seen  # the targets of this process
-        if self.world.active:  # the mean loss over the processes; skip if any must
-            loss_sum, skips = total(self.world, [loss_value, float(skipped)])
-            loss_value, skipped = loss_sum / self.world.size, skips > 0
-            seen *= self.world.size
-        if skipped:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.bad_steps += 1
-            self.carried = None
-        else:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.averager:
-                self.averager.update()
-            self.bad_steps = 0
-            self.carried = detach(carried) if carried else None  # keep values, cut history
-        self.step += 1
-        self.position = position
-        self.tokens += seen
-        clipped = grad_norm > clip
-        self.clip_count += clipped
-        self._tick()
-        seconds = self._update_seconds = self.elapsed - started
-        # the best pace so far, after a run's first update: that one (allocations, kernel
-        # choices) and updates slowed by other programs make an evaluation look far dearer
-        pace = seconds / max(1, mine)
-        if self._ticked_updates:
-            self._token_seconds = min(pace, self._token_seconds or pace)
-        self._ticked_updates += 1
+        loss_value, skipped, counted = self._agree(loss.item(), grad_norm, seen)
+        self._step_or_skip(skipped, carried)
+        self.step, self.position, self.tokens = self.step + 1, position, self.tokens + counted
+        self.clip_count += grad_norm > clip
+        seconds = self._time_update(started, seen)
         return StepRecord(
             self.step,
             self.epoch,
@@ -447,12 +387,59 @@ class Trainer:
             loss_value,
             lr,
             grad_norm,
-            clipped,
-            seen / max(seconds, 1e-9),  # a fake clock may stand still
+            grad_norm > clip,
+            counted / max(seconds, 1e-9),  # a fake clock may stand still
             self.elapsed,
             self.progress(),
             skipped,
         )
+
+    def _set_learning_rate(self, work: Window | seqs.Batch) -> float:
+        lr = self.learning_rate()
+        if self.config.bptt_jitter:  # a shorter window, a smaller step (AWD-LSTM)
+            lr *= counted_columns(work) / self.config.k1
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _agree(self, loss: float, grad_norm: float, seen: int) -> tuple[float, bool, int]:
+        """The loss to report, whether to skip the update, and the targets counted, over all
+        processes. Skipped: a non-finite loss, or non-finite gradients that the fp16 scaler
+        would not skip by itself; with several processes, if any process must."""
+        skipped = not math.isfinite(loss) or (
+            not math.isfinite(grad_norm) and not self.scaler.is_enabled()
+        )
+        if not self.world.active:
+            return loss, skipped, seen
+        loss_sum, skips = total(self.world, [loss, float(skipped)])
+        return loss_sum / self.world.size, skips > 0, seen * self.world.size
+
+    def _step_or_skip(self, skipped: bool, carried: State | None) -> None:
+        """The optimizer's step and the state carried on; or, skipped, no step and a fresh
+        state for the next window (this one may hold NaNs)."""
+        if skipped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.carried = None
+            return
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.averager:
+            self.averager.update()
+        self.bad_steps = 0
+        self.carried = detach(carried) if carried else None  # keep values, cut history
+
+    def _time_update(self, started: float, seen: int) -> float:
+        """The update's wall time; keeps the best pace per token so far (after a run's first
+        update: that one, with its allocations and kernel choices, and updates slowed by other
+        programs would make an evaluation look far dearer)."""
+        self._tick()
+        seconds = self._update_seconds = self.elapsed - started
+        pace = seconds / max(1, seen)
+        if self._ticked_updates:
+            self._token_seconds = min(pace, self._token_seconds or pace)
+        self._ticked_updates += 1
+        return seconds
 
     def _count(self) -> Iterator[EvalRecord | StopRecord]:
         self.model.fit(np.asarray(self.train_ids))
@@ -493,9 +480,9 @@ class Trainer:
             return loss, loss, None, seen, self.position + 1
         inputs, targets = to_device(work, self.device)
         state = carried or self.model.init_state(inputs.shape[0])
-        outputs, carried = run_window(self._call, inputs, state, work.carry)
+        outputs, carried = run_window(self._run_forward, inputs, state, work.carry)
         counted = [out[:, work.loss_start :] for out in outputs]  # features (and raw ones)
-        loss = counted_loss(counted[0], targets[:, work.loss_start :], self.output)
+        loss = counted_loss(counted[0], targets[:, work.loss_start :], self.output_layer)
         objective = loss + self.penalty(*counted) if self.penalty else loss
         stride = counted_columns(work) if self.config.bptt_jitter else self.config.k1
         return (
@@ -506,31 +493,23 @@ class Trainer:
             work.position + stride,
         )
 
-    def _call(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _run_forward(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         try:
             return self.forward(inputs, state)
         except Exception as error:  # torch.compile fails at the first call, not at compile()
-            if self.forward is self.base:
+            if self.forward is self.eager:
                 raise
-            self.forward = self.base
+            self.forward = self.eager
             self.warnings.append(f"torch.compile failed ({error.__class__.__name__}): eager mode")
-            return self.base(inputs, state)
+            return self.eager(inputs, state)
 
     def evaluate(self) -> EvalRecord:
         """The validation figures, computed as `arlm eval` computes them (arlm.score)."""
-        val_bytes = round(self.val_bytes_per_token * len(self.val_ids))
-        if self.by_sequence:
-            s = self.specials
-            with autocast(self.device, self.precision):
-                loss, count = seqs.evaluate(
-                    self.model, self.val_sequences, s["bos"], s["eos"], self.device
-                )
-            val_bytes -= self.val_unscored_bytes  # of line ends no target predicts (score.score)
-        elif self.world.main:  # with several processes, rank 0 evaluates and tells the rest
-            loss, count = evaluate(self.model, self.val_ids, self.device, self.precision)
-        else:
-            loss, count = 0.0, len(self.val_ids)
-        loss = share(self.world, loss)
+        loss, count, unscored = self.source.validation_loss(
+            self.model, self.val_ids, self.device, self.precision
+        )
+        loss = share(self.world, loss)  # with several processes, rank 0's
+        val_bytes = round(self.val_bytes_per_token * len(self.val_ids)) - unscored
         self._tick()
         self.evaluated_at = self.step
         best = loss < self.best_loss
@@ -610,7 +589,8 @@ class Trainer:
         self._token_seconds = timing.get("token", 0.0)
         carried = tuple(t.to(self.device) for t in state["carried"])
         dims = batch_dims(self.model, carried)
-        self.carried = tuple(self._mine(s, d) for s, d in zip(carried, dims, strict=True)) or None
+        mine = (my_share(self.world, s, d) for s, d in zip(carried, dims, strict=True))
+        self.carried = tuple(mine) or None
         # each rank its own random state (one saved by fewer processes is reused in turn)
         rng = state["rng"]
         torch.set_rng_state(rng[self.world.rank % len(rng)].contiguous())
