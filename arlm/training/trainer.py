@@ -14,7 +14,6 @@ import contextlib
 import copy
 import functools
 import math
-import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -29,6 +28,7 @@ from arlm.runtime import autocast, keep_freed_memory, pick_device, pick_precisio
 from arlm.settings import TrainConfig
 from arlm.streams import Window
 from arlm.training.awd import ActivationPenalty, Averager
+from arlm.training.clock import Clock
 from arlm.training.records import (
     STOP_REASONS,
     EvalRecord,
@@ -54,11 +54,6 @@ MAX_ROLLBACKS = 5
 # a slow one, with a small validation text or a large one. The last evaluation comes on top.
 AUTO_EVAL_STEPS = 200
 EVAL_SHARE = 0.05
-# Before an evaluation is timed, it is expected to read the validation tokens at twice the
-# training pace: a forward pass without the backward one. Measured on the CPU, at the defaults:
-# 3.1 times on tinyshakespeare (char), 2.3 on python-docs (BPE 2000); the lower guess errs on
-# the side of finishing inside the time budget.
-FORWARD_SPEEDUP = 2.0
 
 
 def _embeddings(model: LanguageModel) -> list[torch.Tensor]:
@@ -170,16 +165,7 @@ class Trainer:
             else None
         )
         self._good: tuple[dict, dict] | None = None  # the state a rollback returns to
-        self.elapsed = 0.0  # wall time, this run's and the runs' before it
-        self.clock: Callable[[], float] = time.perf_counter  # tests give a fake one
-        self.write_seconds = 0.0  # the caller's last write in the background: the budget keeps it
-        self.eval_seconds, self.evaluations = 0.0, 0  # this run's evaluations
-        self._ticked: float | None = None  # the clock's last reading, from run() on
-        self._eval_cost: float | None = None  # the last evaluation with the caller's handling
-        self._eval_ended = 0.0  # `elapsed` when it ended
-        self._update_seconds = 0.0  # the last update's time
-        self._token_seconds = 0.0  # the best time per training token so far
-        self._ticked_updates = 0  # this run's
+        self.time = Clock()  # wall time and the time budget (training.clock)
         self.best_loss = math.inf
         self.evals_since_best = 0
         self.evaluated_at = -1
@@ -209,6 +195,46 @@ class Trainer:
         self.update_loss = _Loss(self.model, self._loss)
         if self.world.active:  # gradients averaged over the processes by DDP
             self.update_loss = DistributedDataParallel(self.update_loss)
+
+    # -- wall time (training.clock) -----------------------------------------------------------
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """What wall time is read from (tests give a fake one)."""
+        return self.time.read
+
+    @clock.setter
+    def clock(self, read: Callable[[], float]) -> None:
+        self.time.read = read
+
+    @property
+    def elapsed(self) -> float:
+        """Wall time, this run's and the runs' before it."""
+        return self.time.elapsed
+
+    @elapsed.setter
+    def elapsed(self, seconds: float) -> None:
+        self.time.elapsed = seconds
+
+    @property
+    def write_seconds(self) -> float:
+        """The caller's last write in the background: the time budget keeps that long."""
+        return self.time.write_seconds
+
+    @write_seconds.setter
+    def write_seconds(self, seconds: float) -> None:
+        self.time.write_seconds = seconds
+
+    @property
+    def evaluations(self) -> int:
+        return self.time.evaluations
+
+    @property
+    def eval_seconds(self) -> float:
+        return self.time.eval_seconds
+
+    def _finish_seconds(self) -> float:
+        return self.time.finish_seconds(len(self.val_ids) if self.world.main else 0)
 
     # -- the work, the schedule and stopping ------------------------------------------------
 
@@ -273,21 +299,12 @@ class Trainer:
         if c.epochs and self._passes() >= c.epochs:
             return "epochs"
         if c.time_budget:
-            self._tick()
-            if self.elapsed + self._update_seconds + self._finish_seconds() >= c.time_budget:
+            finish = self.time.tick() + self.time.update_seconds + self._finish_seconds()
+            if finish >= c.time_budget:
                 return "time budget"  # one more update would leave too little to finish
         if c.patience and self.evals_since_best >= c.patience:
             return "patience"
         return None
-
-    def _finish_seconds(self) -> float:
-        """What finishing takes: the last evaluation, the caller's handling of it and its write
-        in the background. Before an evaluation is timed, it is estimated from the training
-        pace (FORWARD_SPEEDUP)."""
-        if self._eval_cost is None:
-            tokens = len(self.val_ids) if self.world.main else 0
-            return tokens * self._token_seconds / FORWARD_SPEEDUP + self.write_seconds
-        return self._eval_cost + self.write_seconds
 
     def _evaluation_due(self) -> bool:
         """--eval-every N: every N steps. Without it: every AUTO_EVAL_STEPS steps once the time
@@ -296,13 +313,13 @@ class Trainer:
         c = self.config
         if self.step % (c.eval_every or AUTO_EVAL_STEPS):
             return False
-        self._tick()
+        now = self.time.tick()
         cost = self._finish_seconds() - self.write_seconds  # what stops the training
         due = c.eval_every is not None or (
-            self.elapsed - self._eval_ended >= cost * (1 - EVAL_SHARE) / EVAL_SHARE
+            now - self.time.eval_ended >= cost * (1 - EVAL_SHARE) / EVAL_SHARE
         )
         if c.time_budget:
-            finish = self.elapsed + cost + self._update_seconds + self._finish_seconds()
+            finish = now + cost + self.time.update_seconds + self._finish_seconds()
             due = due and finish <= c.time_budget
         return bool(share(self.world, float(due)))  # rank 0's clock decides for all
 
@@ -310,8 +327,7 @@ class Trainer:
 
     def run(self) -> Iterator[StepRecord | EvalRecord | RollbackRecord | StopRecord]:
         self.model.train()
-        self._ticked = self.clock()  # this run's wall time starts
-        self._eval_ended = self.elapsed
+        self.time.start()
         if self.counting:
             yield from self._count()
             return
@@ -334,28 +350,16 @@ class Trainer:
             yield from self._evaluation()
         yield StopRecord(self.step, reason)
 
-    def _tick(self) -> None:
-        """Add the wall time since the clock's last reading to `elapsed` (inside `run()`)."""
-        if self._ticked is None:
-            return
-        now = self.clock()
-        self.elapsed += now - self._ticked
-        self._ticked = now
-
     def _evaluation(self) -> Iterator[EvalRecord]:
         """Evaluate, timing it with what the caller does with the record (it saves). With
         nt-asgd, once averaging has started, both see the averaged weights in the model (and
         `state_dict()` holds the trained ones, which a resume puts back)."""
-        self._tick()
-        started = self.elapsed
+        started = self.time.tick()
         with self.averager.swapped() if self.averager else contextlib.nullcontext():
             record = self.evaluate()
-            self._tick()
-            self.eval_seconds += self.elapsed - started
-            self.evaluations += 1
+            self.time.evaluated(started)
             yield record
-        self._tick()
-        self._eval_cost, self._eval_ended = self.elapsed - started, self.elapsed
+        self.time.handled(started)
 
     def _work(self) -> Iterator[Window | seqs.Batch]:
         """What the rest of this pass updates on: TBPTT windows, or padded batches."""
@@ -364,8 +368,7 @@ class Trainer:
     def _update(self, work: Window | seqs.Batch) -> StepRecord:
         """One update: the loss of `work` from the carried state, its gradient, clipped, then
         the optimizer's step, or no step at all when the loss or the gradient is not finite."""
-        self._tick()
-        started = self.elapsed
+        started = self.time.tick()
         lr = self._set_learning_rate(work)
         with autocast(self.device, self.precision):
             # the loss reported is the cross-entropy; the one optimised adds AR and TAR
@@ -379,7 +382,7 @@ class Trainer:
         self._step_or_skip(skipped, carried)
         self.step, self.position, self.tokens = self.step + 1, position, self.tokens + counted
         self.clip_count += grad_norm > clip
-        seconds = self._time_update(started, seen)
+        seconds = self.time.updated(started, seen)  # this process's targets: its pace
         return StepRecord(
             self.step,
             self.epoch,
@@ -428,18 +431,6 @@ class Trainer:
             self.averager.update()
         self.bad_steps = 0
         self.carried = detach(carried) if carried else None  # keep values, cut history
-
-    def _time_update(self, started: float, seen: int) -> float:
-        """The update's wall time; keeps the best pace per token so far (after a run's first
-        update: that one, with its allocations and kernel choices, and updates slowed by other
-        programs would make an evaluation look far dearer)."""
-        self._tick()
-        seconds = self._update_seconds = self.elapsed - started
-        pace = seconds / max(1, seen)
-        if self._ticked_updates:
-            self._token_seconds = min(pace, self._token_seconds or pace)
-        self._ticked_updates += 1
-        return seconds
 
     def _count(self) -> Iterator[EvalRecord | StopRecord]:
         self.model.fit(np.asarray(self.train_ids))
@@ -510,7 +501,7 @@ class Trainer:
         )
         loss = share(self.world, loss)  # with several processes, rank 0's
         val_bytes = round(self.val_bytes_per_token * len(self.val_ids)) - unscored
-        self._tick()
+        self.time.tick()
         self.evaluated_at = self.step
         best = loss < self.best_loss
         if best:
@@ -557,12 +548,7 @@ class Trainer:
             },
             "averager": self.averager.state_dict() if self.averager else {},
             # what finishing took: a resumed run keeps that long of its time budget at once
-            "timing": {
-                "update": self._update_seconds,
-                "evaluation": self._eval_cost,
-                "write": self.write_seconds,
-                "token": self._token_seconds,
-            },
+            "timing": self.time.state_dict(),
             # with several processes: every rank's streams and random state, in rank order
             "carried": [
                 gather(self.world, s, d)
@@ -582,11 +568,7 @@ class Trainer:
             setattr(self, name, value)
         if self.averager and state.get("averager"):  # none before nt-asgd, or without it
             self.averager.load_state_dict(state["averager"])
-        timing = state.get("timing", {})  # none in older snapshots: estimated anew
-        self._update_seconds = timing.get("update", 0.0)
-        self._eval_cost = timing.get("evaluation")
-        self.write_seconds = timing.get("write", 0.0)
-        self._token_seconds = timing.get("token", 0.0)
+        self.time.load_state_dict(state.get("timing", {}))
         carried = tuple(t.to(self.device) for t in state["carried"])
         dims = batch_dims(self.model, carried)
         mine = (my_share(self.world, s, d) for s, d in zip(carried, dims, strict=True))
