@@ -1,5 +1,6 @@
-"""Training: the trainer (trainer.py), what it yields (records.py), TBPTT windows (tbptt.py) and
-the AWD-LSTM recipe (awd.py). The settings it takes are arlm.settings.TrainConfig."""
+"""Training: the trainer (trainer.py), what a pass reads (sources.py), wall time and the time
+budget (clock.py), what it yields (records.py), the loss of a TBPTT window (tbptt.py) and the
+AWD-LSTM recipe (awd.py). The settings it takes are arlm.settings.TrainConfig."""
 
 from arlm.settings import TrainConfig
 from arlm.training.awd import ActivationPenalty, Averager, jitter_length

@@ -3,9 +3,9 @@ token ids, and yields what happened (training.records); the caller prints, plots
 
 Nothing here knows the model family except through the flags the model class declares
 (`fused`: the block-wise loss through the output layer, AR/TAR; `counted`: trained by counting),
-nor the console or the file system. What the trainer reads is one of three kinds of work, chosen
-once from the config and the model: TBPTT windows over one stream (training.tbptt), padded
-batches of independent sequences (arlm.sequences), or, for a counting model, the whole text.
+nor the console or the file system. What it reads comes from a source chosen once from the
+config (training.sources: TBPTT windows of one stream, or padded batches of independent
+sequences); a counting model reads the whole text at once.
 """
 
 from __future__ import annotations
@@ -100,17 +100,12 @@ class _Loss(torch.nn.Module):
 
 
 class Trainer:
-    """Trains `model` on `train_ids` with TBPTT; `run()` yields a record after each update.
+    """Trains `model` on `train_ids`; `run()` yields a record after each update.
 
-    The B rows of the training stream are read in parallel. The hidden state is carried from
-    one window to the next and detached at the window edge; it is reset at the start of each
-    pass. All that a resumed run needs is in `state_dict()`.
-
-    Time is wall time on `clock`, from the start of `run()`, added to the runs before (saved
-    in the state): what the caller does with each record counts too. A time budget keeps
-    enough for one more update, the last evaluation and what the caller does after it, timed
-    on the previous evaluation; the caller adds `write_seconds` for a write it finishes later
-    in the background.
+    On a stream the B rows are read in parallel; the hidden state is carried from one window
+    to the next and detached at the window edge, and reset at the start of each pass. All that
+    a resumed run needs is in `state_dict()`. Time is wall time (training.clock): a time budget
+    ends with the last evaluation and what the caller does with it inside the budget.
     """
 
     def __init__(
