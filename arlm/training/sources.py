@@ -67,7 +67,13 @@ class Stream:
             length = jitter_length(c.k1, np.random.default_rng([c.seed, step]))
             window = next(windows(self.rows, length, length + extra, position))
             yield window
-            position, step = position + counted_columns(window), step + 1
+            position, step = self.next_position(window), step + 1
+
+    def next_position(self, window: Window) -> int:
+        """Where the window after `window` starts: k1 columns on, or, with --bptt-jitter, as
+        many as `window` counted."""
+        stride = counted_columns(window) if self.config.bptt_jitter else self.config.k1
+        return window.position + stride
 
     def validation_loss(
         self, model: LanguageModel, val_ids: np.ndarray, device: torch.device, precision

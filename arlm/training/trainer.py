@@ -470,14 +470,8 @@ class Trainer:
         counted = [out[:, work.loss_start :] for out in outputs]  # features (and raw ones)
         loss = counted_loss(counted[0], targets[:, work.loss_start :], self.output_layer)
         objective = loss + self.penalty(*counted) if self.penalty else loss
-        stride = counted_columns(work) if self.config.bptt_jitter else self.config.k1
-        return (
-            objective,
-            loss,
-            carried,
-            targets[:, work.loss_start :].numel(),
-            work.position + stride,
-        )
+        seen = targets[:, work.loss_start :].numel()
+        return objective, loss, carried, seen, self.source.next_position(work)
 
     def _run_forward(self, inputs: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         try:
