@@ -186,10 +186,102 @@ def _config_defaults() -> dict[str, object]:
     }
 
 
+TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainCommand)
+    "data_path": "A dataset folder (arlm tokenize), or a text file.",
+    "out": "Checkpoint folder. \\[default: checkpoints/MODEL]",
+    "model": "Model kind.",
+    "embedding_dim": "Size of each input vector.",
+    "hidden_size": "Units in each layer.",
+    "num_layers": "Recurrent layers, stacked.",
+    "dropout": (
+        "On embeddings, between layers and before the output; never on one-hot inputs or "
+        "recurrent connections."
+    ),
+    "dropout_input": (
+        "Locked (variational) dropout on the input vectors, one mask a row. \\[default: --dropout,"
+        " not locked]"
+    ),
+    "dropout_hidden": "Locked dropout between recurrent layers. \\[default: --dropout, not locked]",
+    "dropout_output": "Locked dropout before the output layer. \\[default: --dropout, not locked]",
+    "dropout_embedding": "Drop whole words from the embedding (AWD-LSTM).",
+    "weight_drop": "DropConnect on the hidden-to-hidden weights, a new mask each pass.",
+    "tie_weights": "Share input and output embeddings.",
+    "input": "Input layer: a learned embedding or one-hot vectors (never dropped out).",
+    "nonlinearity": "Elman only: the activation.",
+    "jordan_decay": "Jordan only: the context's self-loop a.",
+    "order": "N-gram only: the length N.",
+    "init_embeddings": "Start the input layer from `arlm embed` vectors.",
+    "states": "HMM only: hidden states K.",
+    "batch_size": "Parallel streams.",
+    "bptt": "Sets both --k1 and --k2.",
+    "k1": "Tokens between updates.",
+    "k2": "Tokens backpropagated, at least k1. \\[default: k1]",
+    "optimizer": (
+        "Update rule. nt-asgd: SGD, then the average of the weights once validation stops "
+        "improving (evaluated and saved as the best)."
+    ),
+    "nonmono": (
+        "nt-asgd: averaging starts at the first evaluation worse than the best before the last N."
+    ),
+    "lr": "Peak learning rate.",
+    "weight_decay": "On weight matrices only (not biases).",
+    "embedding_decay": "Weight decay on embeddings.",
+    "warmup": "Steps of linear warmup.",
+    "schedule": (
+        "The learning rate after warmup; plateau: divided when an evaluation does not improve."
+    ),
+    "plateau_factor": "--schedule plateau: the divisor.",
+    "clip": "Gradient norm clip; 0: off.",
+    "ar": (
+        "Activation regularisation: adds AR x mean(h^2) of the last layer's output after dropout "
+        "to the loss optimised; 0: off."
+    ),
+    "tar": (
+        "Temporal activation regularisation: adds TAR x mean((h_t - h_t-1)^2) of the last layer's"
+        " output before dropout; 0: off."
+    ),
+    "bptt_jitter": (
+        "Draw each window's length around k1 (AWD-LSTM: k1, or k1/2 one time in 20, spread 5, at "
+        "most k1+20) and scale the rate by length / k1. Stream only."
+    ),
+    "eval_every": (
+        "Steps between evaluations. \\[default: a multiple of 200 steps once evaluating and saving"
+        " stay under 5% of the time]"
+    ),
+    "patience": "Stop after this many evaluations without progress.",
+    "max_steps": "Stop after this many updates.",
+    "epochs": "Passes over the data (none with --max-steps or --time-budget alone).",
+    "time_budget": (
+        "Wall time, e.g. 90s, 10m, 1h; the last evaluation and save end inside it (on --resume: "
+        "all runs together)."
+    ),
+    "seed": "Same seed, same run (same device).",
+    "device": "Where to train.",
+    "precision": "auto: bf16 where the hardware has it, else fp16 (CUDA) or fp32.",
+    "compile": "Compile the model (torch.compile).",
+    "sequences": (
+        "stream: TBPTT over the text; lines/documents: each on its own, padded, full BPTT."
+    ),
+    "padding": "Sequences: where pads go.",
+    "max_length": "Sequences: cut longer ones (with a warning).",
+    "config": "TOML file with these settings.",
+    "resume": "Continue this checkpoint.",
+    "log_every": "Steps between log lines.",
+    "nproc": "Data-parallel processes (runs torchrun; see README).",
+    "force": "Start over in an existing --out.",
+}
+
+
 class TrainCommand(TyperCommand):
-    """`arlm train`, whose help shows the defaults of the config classes. Its options default to
-    None (settings.merge must see which were given), and the classes import torch, which the other
-    commands start without: so the defaults are read when the help is shown."""
+    """`arlm train`, whose options take their help from TRAIN_HELP, and whose help shows the
+    defaults of the config classes. Its options default to None (settings.merge must see which
+    were given), and the classes import torch, which the other commands start without: so the
+    defaults are read when the help is shown."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            param.help = param.help or TRAIN_HELP.get(param.name)
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         if not getattr(self, "_defaults_shown", False):
@@ -206,186 +298,60 @@ class TrainCommand(TyperCommand):
 @app.command(cls=TrainCommand)
 @clean_errors
 def train(
-    data_path: Annotated[
-        Path | None,
-        typer.Option("--data", help="A dataset folder (arlm tokenize), or a text file."),
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Checkpoint folder. \\[default: checkpoints/MODEL]")
-    ] = None,
-    model: Annotated[ModelKind | None, typer.Option(help="Model kind.")] = None,
-    embedding_dim: Annotated[int | None, typer.Option(help="Size of each input vector.")] = None,
-    hidden_size: Annotated[int | None, typer.Option(help="Units in each layer.")] = None,
-    num_layers: Annotated[int | None, typer.Option(help="Recurrent layers, stacked.")] = None,
-    dropout: Annotated[
-        float | None,
-        typer.Option(
-            help="On embeddings, between layers and before the output; never on one-hot inputs "
-            "or recurrent connections."
-        ),
-    ] = None,
-    dropout_input: Annotated[
-        float | None,
-        typer.Option(
-            help="Locked (variational) dropout on the input vectors, one mask a row. "
-            "\\[default: --dropout, not locked]"
-        ),
-    ] = None,
-    dropout_hidden: Annotated[
-        float | None,
-        typer.Option(
-            help="Locked dropout between recurrent layers. \\[default: --dropout, not locked]"
-        ),
-    ] = None,
-    dropout_output: Annotated[
-        float | None,
-        typer.Option(
-            help="Locked dropout before the output layer. \\[default: --dropout, not locked]"
-        ),
-    ] = None,
-    dropout_embedding: Annotated[
-        float | None, typer.Option(help="Drop whole words from the embedding (AWD-LSTM).")
-    ] = None,
-    weight_drop: Annotated[
-        float | None,
-        typer.Option(help="DropConnect on the hidden-to-hidden weights, a new mask each pass."),
-    ] = None,
-    tie_weights: Annotated[
-        bool | None,
-        typer.Option("--tie-weights/--no-tie-weights", help="Share input and output embeddings."),
-    ] = None,
-    input: Annotated[
-        Literal["embedding", "one-hot"] | None,
-        typer.Option(
-            "--input",
-            help="Input layer: a learned embedding or one-hot vectors (never dropped out).",
-        ),
-    ] = None,
-    nonlinearity: Annotated[
-        Literal["tanh", "relu"] | None, typer.Option(help="Elman only: the activation.")
-    ] = None,
-    jordan_decay: Annotated[
-        float | None, typer.Option(help="Jordan only: the context's self-loop a.")
-    ] = None,
-    order: Annotated[int | None, typer.Option(help="N-gram only: the length N.")] = None,
-    init_embeddings: Annotated[
-        Path | None, typer.Option(help="Start the input layer from `arlm embed` vectors.")
-    ] = None,
-    states: Annotated[int | None, typer.Option(help="HMM only: hidden states K.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Parallel streams.")] = None,
-    bptt: Annotated[int | None, typer.Option(help="Sets both --k1 and --k2.")] = None,
-    k1: Annotated[int | None, typer.Option(help="Tokens between updates.")] = None,
-    k2: Annotated[
-        int | None, typer.Option(help="Tokens backpropagated, at least k1. \\[default: k1]")
-    ] = None,
-    optimizer: Annotated[
-        Literal["adamw", "sgd", "nt-asgd"] | None,
-        typer.Option(
-            help="Update rule. nt-asgd: SGD, then the average of the weights once validation "
-            "stops improving (evaluated and saved as the best)."
-        ),
-    ] = None,
-    nonmono: Annotated[
-        int | None,
-        typer.Option(
-            help="nt-asgd: averaging starts at the first evaluation worse than the best before "
-            "the last N."
-        ),
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="On weight matrices only (not biases).")
-    ] = None,
+    data_path: Annotated[Path | None, typer.Option("--data")] = None,
+    out: Path | None = None,
+    model: ModelKind | None = None,
+    embedding_dim: int | None = None,
+    hidden_size: int | None = None,
+    num_layers: int | None = None,
+    dropout: float | None = None,
+    dropout_input: float | None = None,
+    dropout_hidden: float | None = None,
+    dropout_output: float | None = None,
+    dropout_embedding: float | None = None,
+    weight_drop: float | None = None,
+    tie_weights: Annotated[bool | None, typer.Option("--tie-weights/--no-tie-weights")] = None,
+    input: Literal["embedding", "one-hot"] | None = None,
+    nonlinearity: Literal["tanh", "relu"] | None = None,
+    jordan_decay: float | None = None,
+    order: int | None = None,
+    init_embeddings: Path | None = None,
+    states: int | None = None,
+    batch_size: int | None = None,
+    bptt: int | None = None,
+    k1: int | None = None,
+    k2: int | None = None,
+    optimizer: Literal["adamw", "sgd", "nt-asgd"] | None = None,
+    nonmono: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
     embedding_decay: Annotated[
-        bool | None,
-        typer.Option("--embedding-decay/--no-embedding-decay", help="Weight decay on embeddings."),
+        bool | None, typer.Option("--embedding-decay/--no-embedding-decay")
     ] = None,
-    warmup: Annotated[int | None, typer.Option(help="Steps of linear warmup.")] = None,
-    schedule: Annotated[
-        Literal["cosine", "constant", "plateau"] | None,
-        typer.Option(
-            help="The learning rate after warmup; plateau: divided when an evaluation "
-            "does not improve."
-        ),
-    ] = None,
-    plateau_factor: Annotated[
-        float | None, typer.Option(help="--schedule plateau: the divisor.")
-    ] = None,
-    clip: Annotated[float | None, typer.Option(help="Gradient norm clip; 0: off.")] = None,
-    ar: Annotated[
-        float | None,
-        typer.Option(
-            help="Activation regularisation: adds AR x mean(h^2) of the last layer's output "
-            "after dropout to the loss optimised; 0: off."
-        ),
-    ] = None,
-    tar: Annotated[
-        float | None,
-        typer.Option(
-            help="Temporal activation regularisation: adds TAR x mean((h_t - h_t-1)^2) of the "
-            "last layer's output before dropout; 0: off."
-        ),
-    ] = None,
-    bptt_jitter: Annotated[
-        bool | None,
-        typer.Option(
-            "--bptt-jitter",
-            help="Draw each window's length around k1 (AWD-LSTM: k1, or k1/2 one time in 20, "
-            "spread 5, at most k1+20) and scale the rate by length / k1. Stream only.",
-        ),
-    ] = None,
-    eval_every: Annotated[
-        int | None,
-        typer.Option(
-            help="Steps between evaluations. \\[default: a multiple of 200 steps once evaluating "
-            "and saving stay under 5% of the time]"
-        ),
-    ] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Stop after this many evaluations without progress.")
-    ] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many updates.")] = None,
-    epochs: Annotated[
-        float | None,
-        typer.Option(help="Passes over the data (none with --max-steps or --time-budget alone)."),
-    ] = None,
-    time_budget: Annotated[
-        str | None,
-        typer.Option(
-            help="Wall time, e.g. 90s, 10m, 1h; the last evaluation and save end inside it "
-            "(on --resume: all runs together)."
-        ),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Same seed, same run (same device).")] = None,
-    device: Annotated[
-        Literal["auto", "cpu", "cuda", "mps"] | None, typer.Option(help="Where to train.")
-    ] = None,
-    precision: Annotated[
-        Literal["auto", "fp32", "bf16", "fp16"] | None,
-        typer.Option(help="auto: bf16 where the hardware has it, else fp16 (CUDA) or fp32."),
-    ] = None,
-    compile: Annotated[
-        bool | None, typer.Option("--compile", help="Compile the model (torch.compile).")
-    ] = None,
-    sequences: Annotated[
-        Literal["stream", "lines", "documents"] | None,
-        typer.Option(
-            help="stream: TBPTT over the text; lines/documents: each on its own, padded, full BPTT."
-        ),
-    ] = None,
-    padding: Annotated[
-        Literal["pre", "post"] | None, typer.Option(help="Sequences: where pads go.")
-    ] = None,
-    max_length: Annotated[
-        int | None, typer.Option(help="Sequences: cut longer ones (with a warning).")
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with these settings.")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue this checkpoint.")] = None,
-    log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 10,
-    nproc: Annotated[
-        int | None, typer.Option(help="Data-parallel processes (runs torchrun; see README).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Start over in an existing --out.")] = False,
+    warmup: int | None = None,
+    schedule: Literal["cosine", "constant", "plateau"] | None = None,
+    plateau_factor: float | None = None,
+    clip: float | None = None,
+    ar: float | None = None,
+    tar: float | None = None,
+    bptt_jitter: Annotated[bool | None, typer.Option("--bptt-jitter")] = None,
+    eval_every: int | None = None,
+    patience: int | None = None,
+    max_steps: int | None = None,
+    epochs: float | None = None,
+    time_budget: str | None = None,
+    seed: int | None = None,
+    device: Literal["auto", "cpu", "cuda", "mps"] | None = None,
+    precision: Literal["auto", "fp32", "bf16", "fp16"] | None = None,
+    compile: Annotated[bool | None, typer.Option("--compile")] = None,
+    sequences: Literal["stream", "lines", "documents"] | None = None,
+    padding: Literal["pre", "post"] | None = None,
+    max_length: int | None = None,
+    config: Path | None = None,
+    resume: Path | None = None,
+    log_every: int = 10,
+    nproc: int | None = None,
+    force: bool = False,
 ) -> None:
     """Train a language model: a recurrent network (TBPTT), an HMM (gradient, TBPTT) or an
     n-gram model (counting)."""

@@ -126,3 +126,13 @@ def launch(nproc: int, argv: list[str]) -> int:
     threads = str(max(1, (os.cpu_count() or 1) // nproc))  # the cores, shared out
     environment = {"OMP_NUM_THREADS": threads, **os.environ}
     return subprocess.run(command, env=environment).returncode
+
+
+def my_share(world: World, rows, dim: int):
+    """This process's share of the streams along `dim` (a view: nothing is copied)."""
+    if not world.active:
+        return rows
+    share = rows.shape[dim] // world.size
+    index = [slice(None)] * rows.ndim
+    index[dim] = slice(world.rank * share, (world.rank + 1) * share)
+    return rows[tuple(index)]

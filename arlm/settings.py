@@ -41,7 +41,7 @@ class TrainConfig:
     ar: float = 0.0  # activation regularisation: ar * mean(h^2) of the last layer's output
     tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1})^2), before output dropout
     bptt_jitter: bool = False  # stream only: each window's length drawn around k1 (AWD-LSTM)
-    eval_every: int | None = None  # steps; None: a share of the wall time (training.trainer)
+    eval_every: int | None = None  # steps; None: a share of the wall time (training.clock)
     patience: int | None = None  # evaluations without improvement before stopping
     max_steps: int | None = None
     epochs: float | None = 10.0

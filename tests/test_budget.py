@@ -17,7 +17,7 @@ from arlm.cli import app
 from arlm.errors import ArlmError
 from arlm.models import ModelConfig, build_model
 from arlm.training import EvalRecord, StepRecord, TrainConfig, Trainer
-from arlm.training import trainer as train_module
+from arlm.training import schedule as train_module
 from tests.conftest import make_char_dataset, write_config
 
 torch.set_num_threads(1)

@@ -175,3 +175,39 @@ def test_each_capability_is_a_flag_some_kind_declares(flag):
 
     assert getattr(LanguageModel, flag) is False  # a new kind takes the general path
     assert any(getattr(cls, flag) for cls in REGISTRY.values())
+
+
+MAX_CODE_LINES = 150  # a function or class readable on a screen or two
+
+
+def code_lines(source: str, node: ast.AST) -> int:
+    """The lines of `node` that hold code: neither blank, nor only a comment, nor a docstring."""
+    docs = set()
+    for inner in ast.walk(node):
+        body = getattr(inner, "body", None)
+        if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docs |= set(range(first.lineno, first.end_lineno + 1))
+    lines = source.splitlines()[node.lineno - 1 : node.end_lineno]
+    return sum(
+        1
+        for number, line in enumerate(lines, node.lineno)
+        if line.strip() and not line.strip().startswith("#") and number not in docs
+    )
+
+
+def test_code_lines_counts_code_only():
+    source = 'def f():\n    """Doc,\n    two lines."""\n\n    # a note\n    return 1\n'
+    assert code_lines(source, ast.parse(source).body[0]) == 2
+
+
+def test_no_function_or_class_is_longer_than_a_screen_or_two():
+    long = []
+    for path in ROOT.rglob("*.py"):
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                if (size := code_lines(source, node)) > MAX_CODE_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.name} {size}")
+    assert long == []

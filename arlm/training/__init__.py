@@ -1,4 +1,5 @@
-"""Training: the trainer (trainer.py), what a pass reads (sources.py), wall time and the time
+"""Training: the trainer (trainer.py), one update of the weights (update.py), the learning rate
+and the stopping rules (schedule.py), what a pass reads (sources.py), wall time and the time
 budget (clock.py), what it yields (records.py), the loss of a TBPTT window (tbptt.py) and the
 AWD-LSTM recipe (awd.py). The settings it takes are arlm.settings.TrainConfig."""
 

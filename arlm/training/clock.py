@@ -18,6 +18,11 @@ from collections.abc import Callable
 # 3.1 times on tinyshakespeare (char), 2.3 on python-docs (BPE 2000); the lower guess errs on
 # the side of finishing inside the time budget.
 FORWARD_SPEEDUP = 2.0
+# Without --eval-every, an evaluation comes once the time since the last one is
+# (1 - EVAL_SHARE) / EVAL_SHARE times what that one took with the caller's save: evaluating and
+# saving then take EVAL_SHARE of the wall time on a fast device or a slow one, with a small
+# validation text or a large one. The last evaluation comes on top.
+EVAL_SHARE = 0.05
 
 
 class Clock:
@@ -53,6 +58,23 @@ class Clock:
         if self.eval_cost is None:
             return val_tokens * self.token_seconds / FORWARD_SPEEDUP + self.write_seconds
         return self.eval_cost + self.write_seconds
+
+    def overruns(self, budget: float, val_tokens: int) -> bool:
+        """Whether one more update would leave too little of `budget` to finish."""
+        return self.tick() + self.update_seconds + self.finish_seconds(val_tokens) >= budget
+
+    def evaluation_due(self, every: int | None, budget: float | None, val_tokens: int) -> bool:
+        """Whether to evaluate now, at a step where an evaluation may come: with --eval-every
+        (`every`), yes; without, once the time since the last one pays for this one
+        (EVAL_SHARE). With a time budget, not when training could not go on after it: the
+        last evaluation comes soon instead."""
+        now = self.tick()
+        cost = self.finish_seconds(val_tokens) - self.write_seconds  # what stops the training
+        due = every is not None or now - self.eval_ended >= cost * (1 - EVAL_SHARE) / EVAL_SHARE
+        if budget:
+            finish = now + cost + self.update_seconds + self.finish_seconds(val_tokens)
+            due = due and finish <= budget
+        return due
 
     def updated(self, started: float, tokens: int) -> float:
         """An update that started at `started` (elapsed) is done: its wall time. Keeps the best

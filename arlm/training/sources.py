@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from arlm import sequences as seqs
-from arlm.distributed import World
+from arlm.distributed import World, my_share
 from arlm.errors import UsageError
 from arlm.models import LanguageModel
 from arlm.runtime import autocast
@@ -29,14 +29,17 @@ from arlm.training.awd import jitter_length
 from arlm.training.tbptt import counted_columns
 
 
-def my_share(world: World, rows, dim: int):
-    """This process's share of the streams along `dim` (a view: nothing is copied)."""
-    if not world.active:
-        return rows
-    share = rows.shape[dim] // world.size
-    index = [slice(None)] * rows.ndim
-    index[dim] = slice(world.rank * share, (world.rank + 1) * share)
-    return rows[tuple(index)]
+def make_source(
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    config: TrainConfig,
+    specials: dict | None,
+    world: World,
+) -> Stream | Sequences:
+    """The source --sequences picks: a stream (TBPTT), or independent sequences."""
+    if config.sequences == "stream":
+        return Stream(train_ids, config, world)
+    return Sequences(train_ids, val_ids, config, specials)
 
 
 class Stream:
@@ -45,6 +48,9 @@ class Stream:
     def __init__(self, train_ids: np.ndarray, config: TrainConfig, world: World) -> None:
         self.config, self.world = config, world
         self.rows = my_share(world, batchify(train_ids, config.batch_size), 0)
+
+    def warnings(self) -> list[str]:
+        return []
 
     @property
     def steps_per_epoch(self) -> int:
