@@ -172,7 +172,7 @@ def main() -> None:
 
 # -- train ------------------------------------------------------------------------------------
 
-ModelKind = Literal["elman", "jordan", "lstm", "gru", "ngram", "hmm"]
+ModelKind = Literal["elman", "jordan", "lstm", "gru", "ngram", "hmm", "ffnn"]
 
 
 def _config_defaults() -> dict[str, object]:
@@ -192,7 +192,7 @@ TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainComma
     "model": "Model kind.",
     "embedding_dim": "Size of each input vector.",
     "hidden_size": "Units in each layer.",
-    "num_layers": "Recurrent layers, stacked.",
+    "num_layers": "Recurrent layers, stacked (ffnn: tanh hidden layers; 0: none).",
     "dropout": (
         "On embeddings, between layers and before the output; never on one-hot inputs or "
         "recurrent connections."
@@ -212,6 +212,8 @@ TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainComma
     "order": "N-gram only: the length N.",
     "init_embeddings": "Start the input layer from `arlm embed` vectors.",
     "states": "HMM only: hidden states K.",
+    "context": "Ffnn only: the N tokens its window reads.",
+    "direct": "Ffnn only: connections from the input vectors straight to the output too.",
     "batch_size": "Parallel streams.",
     "bptt": "Sets both --k1 and --k2.",
     "k1": "Tokens between updates.",
@@ -264,6 +266,10 @@ TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainComma
     ),
     "padding": "Sequences: where pads go.",
     "max_length": "Sequences: cut longer ones (with a warning).",
+    "reverse": (
+        "Read the text right to left: generate writes the text before the prompt, eval scores "
+        "backwards."
+    ),
     "config": "TOML file with these settings.",
     "resume": "Continue this checkpoint.",
     "log_every": "Steps between log lines.",
@@ -317,6 +323,8 @@ def train(
     order: int | None = None,
     init_embeddings: Path | None = None,
     states: int | None = None,
+    context: int | None = None,
+    direct: bool | None = None,
     batch_size: int | None = None,
     bptt: int | None = None,
     k1: int | None = None,
@@ -347,14 +355,15 @@ def train(
     sequences: Literal["stream", "lines", "documents"] | None = None,
     padding: Literal["pre", "post"] | None = None,
     max_length: int | None = None,
+    reverse: Annotated[bool | None, typer.Option("--reverse")] = None,
     config: Path | None = None,
     resume: Path | None = None,
     log_every: int = 10,
     nproc: int | None = None,
     force: bool = False,
 ) -> None:
-    """Train a language model: a recurrent network (TBPTT), an HMM (gradient, TBPTT) or an
-    n-gram model (counting)."""
+    """Train a language model: a recurrent network (TBPTT), a feed-forward network over a
+    window of tokens, an HMM (gradient, TBPTT) or an n-gram model (counting)."""
     flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "force")}
     flags["data"] = flags.pop("data_path")
     from arlm.commands import train as command  # torch loads only for the commands that need it

@@ -427,6 +427,12 @@ def open_ids(folder: Path, split: str = "train") -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r")
 
 
+def reading_order(ids: np.ndarray, reverse: bool) -> np.ndarray:
+    """The ids in the order a model reads them: as written, or right to left for a backwards
+    model (`arlm train --reverse`), a copy then, since a memory map reads forwards."""
+    return np.ascontiguousarray(ids[::-1]) if reverse else ids
+
+
 def _largest_id(path: Path, dtype: np.dtype, block: int = 64 << 20) -> int:
     """One pass at disk speed, read in blocks rather than through the memory map, so that the
     pages do not stay mapped into (and counted in) the training process."""

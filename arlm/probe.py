@@ -5,7 +5,8 @@ differentiated with respect to the input vectors (embeddings, or one-hot vectors
 earlier position. The mean norm of that gradient at distance k says how much the prediction
 depends on the input k steps back. An Elman network's curve falls geometrically (its gradient
 is a product of k Jacobians whose norm is below one); an LSTM's falls much more slowly: that is
-what its additive cell state is for.
+what its additive cell state is for. A feed-forward network's (ffnn) stops dead at its window:
+nothing further back reaches it.
 """
 
 from __future__ import annotations
@@ -50,5 +51,7 @@ def gradient_by_distance(
         handle.remove()
         model.train(was_training)
         model.zero_grad(set_to_none=True)
-    norms = captured[0].grad.norm(dim=-1)  # (windows, length): per window, per position
+    # (windows, length): per window, per position; a model whose state holds tokens (ffnn's
+    # window) reads them through its input layer too, before the window's own
+    norms = captured[0].grad[:, -length:].norm(dim=-1)
     return norms.mean(0).flip(0).numpy()  # index k: k steps before the last input

@@ -53,6 +53,7 @@ class TrainConfig:
     sequences: str = "stream"  # stream (TBPTT over one long text) | lines | documents
     padding: str = "post"  # sequences only: pads after (post) or before (pre) each sequence
     max_length: int | None = None  # sequences only: cut longer ones
+    reverse: bool = False  # the tokens read right to left: a backwards model (data.reading_order)
 
     @property
     def backprop_steps(self) -> int:
@@ -98,6 +99,8 @@ class TrainConfig:
             raise UsageError(f"--plateau-factor must be at least 1, got {self.plateau_factor}")
         if self.sequences != "stream" and (self.ar or self.tar or self.bptt_jitter):
             raise UsageError("--ar, --tar and --bptt-jitter train on a stream: drop --sequences")
+        if self.sequences != "stream" and self.reverse:
+            raise UsageError("--reverse trains on a stream read backwards: drop --sequences")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
             raise UsageError("give a way to stop: --max-steps, --epochs or --time-budget")
 

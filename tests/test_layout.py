@@ -154,7 +154,7 @@ def test_one_registry_lists_every_kind_and_the_cli_offers_it():
     from arlm import cli, recipes
     from arlm.models import KINDS, REGISTRY, LanguageModel, kinds
 
-    assert KINDS == tuple(REGISTRY) and len(KINDS) == 6
+    assert KINDS == tuple(REGISTRY) and len(KINDS) == 7
     assert all(issubclass(cls, LanguageModel) for cls in REGISTRY.values())
     assert sorted(typing.get_args(cli.ModelKind)) == sorted(KINDS)  # --model's choices
     assert [k for k in KINDS if recipes.pick(None, k)] == list(kinds(family="recurrent"))

@@ -3,6 +3,7 @@ the console for tables that are a command's product, --plot paths and JSON on st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -64,7 +65,15 @@ def score_checkpoint(
         raise UsageError("--per-token is for models trained on a stream, not on --sequences")
     logprobs = np.empty(len(scored.ids)) if per_token else None
     by_sequence = None if unit == "stream" else (unit, tokenizer)
+    reverse = reversed_model(config)  # a backwards model scores the text right to left
+    scored = dataclasses.replace(scored, ids=data.reading_order(scored.ids, reverse))
     figures = score.score(model, scored, device, precision, logprobs, by_sequence)
-    if per_token:
-        score.write_per_token(per_token, tokenizer, scored.ids, logprobs)
+    if per_token:  # in reading order: each token given those after it, when reversed
+        ids, logprobs = (data.reading_order(a, reverse) for a in (scored.ids, logprobs))
+        score.write_per_token(per_token, tokenizer, ids, logprobs)
     return figures
+
+
+def reversed_model(config: dict) -> bool:
+    """Whether a checkpoint's model reads right to left (`arlm train --reverse`)."""
+    return bool(config.get("train", {}).get("reverse", False))

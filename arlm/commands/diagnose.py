@@ -11,8 +11,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from arlm.commands._shared import load, plot_path, stdout_console
-from arlm.data import text_from_path
+from arlm.commands._shared import load, plot_path, reversed_model, stdout_console
+from arlm.data import reading_order, text_from_path
 from arlm.errors import UsageError
 from arlm.formats import atomic_write
 from arlm.probe import gradient_by_distance
@@ -34,10 +34,10 @@ def run(
     plot = plot_path(plot)
     curves = {}
     for folder in map(Path, checkpoints):
-        model, _, tokenizer, _ = load(folder, "cpu")  # its tokenizer checked, as for eval
-        text = text_from_path(tokenizer, data)
+        model, config, tokenizer, _ = load(folder, "cpu")  # its tokenizer checked, as for eval
+        ids = reading_order(np.asarray(text_from_path(tokenizer, data).ids), reversed_model(config))
         name = f"{folder.name} ({model.config.describe()})"
-        curves[name] = gradient_by_distance(model, np.asarray(text.ids), max_distance, windows)
+        curves[name] = gradient_by_distance(model, ids, max_distance, windows)
         console.print(f"probed {name}", highlight=False)
     if plot:
         atomic_write(plot, lambda p: plot_curves(curves, p))

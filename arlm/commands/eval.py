@@ -27,8 +27,8 @@ def run(
     """`arlm eval`: the figures on stderr, or as one JSON object on stdout."""
     if (data is None) == (text is None):
         raise UsageError("give what to score: --data PATH or --text STRING (one of them)")
-    if per_token and not Path(per_token).parent.is_dir():
-        raise UsageError(f"--per-token {per_token}: its folder does not exist")
+    if per_token is not None and (Path(per_token).is_dir() or not Path(per_token).parent.is_dir()):
+        raise UsageError(f"--per-token {per_token}: give a file's path, in a folder that exists")
     figures = score_checkpoint(load(checkpoint, device), data, text, precision, per_token)
     if json_output:
         sys.stdout.write(json.dumps(figures) + "\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from arlm.commands._shared import load
+from arlm.commands._shared import load, reversed_model
 from arlm.errors import ArlmError, UsageError
 from arlm.sample import Detokenizer, beam_search, check_sampling, generate
 from arlm.tokenizer import Tokenizer
@@ -50,6 +50,12 @@ def run(
     by_sequence = config.get("train", {}).get("sequences", "stream") != "stream"
     start = [tokenizer.bos_id] if by_sequence else []
     end = tokenizer.eos_id if by_sequence else None
+    if reversed_model(config):  # written right to left: the text ends with the prompt
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        sampling = (max_tokens, num_samples, temperature, top_k, top_p, generator)
+        found = _leftwards(model, tokenizer, prompt_ids, sampling, beam, length_penalty, stop)
+        return _emit_batch(json_output, prompt, *found, backwards=True)
     if beam > 1:
         stop_ids = {tokenizer.eos_id} if tokenizer.eos_id >= 0 else set()
         ids, logprob = beam_search(
@@ -97,6 +103,42 @@ def run(
             [s.text for s in samples],
         )
     sys.stdout.flush()
+
+
+def _leftwards(
+    model,
+    tokenizer: Tokenizer,
+    prompt_ids: list[int],
+    sampling: tuple,
+    beam: int,
+    length_penalty: float,
+    stops: list[str],
+) -> tuple[list[list[int]], list[float], list[str]]:
+    """A backwards model's samples (or its beam's best), each the ids that come before the
+    prompt in reading order, their log-probability and their text, which starts after the
+    stop string nearest the prompt (the first one the model wrote)."""
+    max_tokens, num_samples, temperature, top_k, top_p, generator = sampling
+    context = prompt_ids[::-1]
+    if beam > 1:
+        ids, logprob = beam_search(model, context, max_tokens, beam, set(), length_penalty)
+        found, logprobs = [ids], [logprob]
+    else:
+        found, logprobs = [[] for _ in range(num_samples)], [0.0] * num_samples
+        steps = generate(model, context, max_tokens, num_samples, temperature, top_k, top_p,
+                         generator)  # fmt: skip
+        for step in steps:
+            for i, token in enumerate(step.ids.tolist()):
+                found[i].append(token)
+                logprobs[i] += float(step.logprobs[i])
+    found = [ids[::-1] for ids in found]
+    prompt_text = tokenizer.decode(prompt_ids)
+    texts = []
+    for ids in found:
+        text = tokenizer.decode(ids + prompt_ids)
+        text = text[: len(text) - len(prompt_text)] if prompt_text else text
+        cuts = [text.rfind(s) + len(s) for s in stops if s and s in text]
+        texts.append(text[max(cuts, default=0) :])
+    return found, logprobs, texts
 
 
 def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
@@ -199,11 +241,14 @@ def _emit_batch(
     samples: list[list[int]],
     logprobs: list[float],
     texts: list[str],
+    backwards: bool = False,
 ) -> None:
+    """Each sample as a JSON line, or its text after the prompt (before it, `backwards`)."""
     for i, (ids, logprob, text) in enumerate(zip(samples, logprobs, texts, strict=True)):
         if json_output:
             record = {"prompt": prompt, "text": text, "ids": ids, "logprob": logprob}
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
-            sys.stdout.write(("" if i == 0 else "---\n") + prompt + text + "\n")
+            whole = text + prompt if backwards else prompt + text
+            sys.stdout.write(("" if i == 0 else "---\n") + whole + "\n")
     sys.stdout.flush()

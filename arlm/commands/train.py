@@ -215,6 +215,8 @@ def _tokenize(path: Path, source: data.Source, out: Path, aside: Path, console: 
 
 def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World) -> Trainer:
     train_ids, val_ids = data.open_ids(dataset, "train"), data.open_ids(dataset, "val")
+    train_ids = data.reading_order(train_ids, config.reverse)
+    val_ids = data.reading_order(val_ids, config.reverse)
     if len(val_ids) < 2:
         raise ArlmError(
             f"{dataset} has no validation text: re-tokenize with --val-fraction or --val"
@@ -228,8 +230,8 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World
 
 def _resume(folder: Path, values: dict, world: World) -> tuple[Trainer, Path, Path]:
     saved = checkpoint.read_config(folder)
-    changed = [k for k in (*settings.MODEL_FIELDS, "init_embeddings") if k in values]
-    if changed:
+    changed = [k for k in (*settings.MODEL_FIELDS, "init_embeddings", "reverse") if k in values]
+    if changed:  # the direction of reading is the model's too
         raise UsageError(
             f"--resume keeps the model it saved: drop --{changed[0].replace('_', '-')}"
         )

@@ -45,6 +45,8 @@ class ModelConfig:
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
     order: int = 3  # ngram only: N, the tokens of each n-gram
     states: int = 32  # hmm only: K hidden states
+    context: int = 5  # ffnn only: N, the tokens its window reads
+    direct: bool = False  # ffnn only: connections from the input vectors to the output too
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,9 +64,12 @@ class ModelConfig:
         """Refuse impossible settings with a message that says what to change: those of every
         kind here, then those of the kind (LanguageModel.check_config)."""
         cls = model_class(self.kind)
-        for name in ("vocab_size", "hidden_size", "num_layers", "embedding_dim"):
+        for name in ("vocab_size", "hidden_size", "embedding_dim"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive")
+        if self.num_layers < cls.min_layers:
+            least = "positive" if cls.min_layers == 1 else f"at least {cls.min_layers}"
+            raise UsageError(f"--num-layers must be {least} for {self.kind}")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.input not in ("embedding", "one-hot"):
@@ -117,6 +122,7 @@ class LanguageModel(nn.Module):
     # or initialise from word vectors (`self.input.weight` when it is an embedding)
     starts_at_unigram = False  # `start_at_unigram(counts)` before training (no plateau)
     state_batch_dims: tuple[int, ...] = (1,)  # where the batch is in each state tensor
+    min_layers = 1  # the fewest --num-layers it can be built with
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
