@@ -119,6 +119,15 @@ def tokenize(
         Literal["refuse", "replace"],
         typer.Option(help="Bytes that are not UTF-8: refuse the corpus, or read them as U+FFFD."),
     ] = "refuse",
+    lemmatize: Annotated[
+        bool,
+        typer.Option(
+            "--lemmatize",
+            help="Replace each word by its lemma (simplemma) before the tokenizer learns the "
+            "text, and in every text it encodes after.",
+        ),
+    ] = False,
+    language: Annotated[str, typer.Option(help="--lemmatize: the language (ISO 639-1).")] = "en",
     force: Annotated[bool, typer.Option(help="Replace an existing dataset in --out.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Machine-readable output on stdout.")
@@ -148,6 +157,8 @@ def tokenize(
         force=force,
         json_output=json_output,
         console=console,
+        lemmatize=lemmatize,
+        language=language,
     )
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from arlm import tokenizer as tk
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import read_versioned, write_json
+from arlm.lemmas import lemmatizer
 from arlm.streams import Window, batchify, windows  # noqa: F401  (data.batchify, as before)
 
 FORMAT = "arlm-dataset"
@@ -309,6 +310,7 @@ def build(
     force: bool = False,
     progress: Progress = _no_progress,
     unk_marker: str = tk.DEFAULT_UNK_MARKER,
+    lemmas: str | None = None,
 ) -> dict:
     """Train a tokenizer on the training text (unless one is given), encode train and validation
     text into `out`, and return the meta written there.
@@ -317,7 +319,14 @@ def build(
         val_sources: validation files; when None the last `val_fraction` of the training
             sources (cut at a line end) is held out instead.
         unk_marker: the corpus's unknown-word marker, one piece in a trained `word` tokenizer.
+        lemmas: a language: the tokenizer trained replaces each word by its lemma in it first
+            (arlm.lemmas), in the training text and in every text it encodes after.
     """
+    if lemmas and (tokenizer is not None or model_type == "char"):
+        raise UsageError(
+            "--lemmatize replaces words before a new tokenizer learns them: not with "
+            "--tokenizer (a reused one lemmatises if it was made so) nor --model-type char"
+        )
     started = time.perf_counter()
     if not sum(source.size for source in train_sources):
         names = ", ".join(source.label or str(source.path) for source in train_sources)
@@ -349,8 +358,11 @@ def build(
                     train_spans, SAMPLE_BYTES, characters=model_type == "char"
                 )
                 trained_on = sum(len(line.encode("utf-8", "surrogatepass")) + 1 for line in lines)
+            if lemmas:
+                lines = map(lemmatizer(lemmas), lines)
             sentences = tk.training_sentences(lines)
             tokenizer = tk.train(sentences, model_type, vocab_size, characters, unk_marker)
+            tokenizer = tokenizer.with_lemmas(lemmas) if lemmas else tokenizer
         tokenizer.save(stage / "tokenizer.model")
         train = encode_to_file(tokenizer, train_spans, stage / "train.bin", progress, text)
         val = encode_to_file(tokenizer, val_spans, stage / "val.bin", progress)
@@ -364,6 +376,7 @@ def build(
                 "vocab_size": tokenizer.vocab_size,
                 "byte_fallback": tokenizer.byte_fallback,
                 "normalization": "identity",
+                "lemmas": tokenizer.lemmas,  # the language of the lemmas words became, if any
                 "trained_on_bytes": trained_on,  # None: an existing tokenizer was reused
                 "sha256": tokenizer.sha256,
             },

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
+from arlm import lemmas
 from arlm.errors import ArlmError, UsageError
 
 MODEL_TYPES = ("bpe", "unigram", "char", "word")
@@ -47,6 +48,9 @@ DEFAULT_UNK_MARKER = "<unk>"  # how WikiText and PTB write a word outside their 
 # from an older one, whose ids must stay as they were made.
 WORD_UNK_PIECE = "<arlm-unk>"
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
+NORMALIZER_FIELD = 3  # ModelProto.normalizer_spec
+NORMALIZER_NAME = "identity"  # arlm's tokenizers keep the text as it is...
+LEMMAS_TAG = "+lemmas:"  # ...or lemmatise it first: "identity+lemmas:en"
 
 
 class Tokenizer:
@@ -60,6 +64,8 @@ class Tokenizer:
             raise ArlmError(f"not a SentencePiece model ({error})") from None
         self.proto = proto
         self.vocab_size = self.sp.vocab_size()
+        self.lemmas = _lemma_language(proto)  # the language whose lemmas replace words, if any
+        self._lemmatize = lemmas.lemmatizer(self.lemmas) if self.lemmas else None
         self._pieces = {self.sp.id_to_piece(i): i for i in range(self.vocab_size)}
         # what a word of the text may be: never a control, unknown or byte piece ("<s>" is text)
         self._words = {piece: i for piece, i in self._pieces.items() if self._is_word(i)}
@@ -100,6 +106,16 @@ class Tokenizer:
 
     def save(self, path: Path) -> None:
         Path(path).write_bytes(self.proto)
+
+    def with_lemmas(self, language: str) -> Tokenizer:
+        """This tokenizer, lemmatising every text in `language` before encoding it (arlm.lemmas).
+        It says so in its normalizer's name, which SentencePiece reads as a label only."""
+        lemmas.lemmatizer(language)  # a language simplemma knows
+        spec = _proto_field(self.proto, NORMALIZER_FIELD) or b""
+        name = f"{NORMALIZER_NAME}{LEMMAS_TAG}{language}".encode()
+        spec = _proto_without(spec, 1) + _proto_entry(1, name)  # NormalizerSpec.name
+        proto = _proto_without(self.proto, NORMALIZER_FIELD)
+        return Tokenizer(proto + _proto_entry(NORMALIZER_FIELD, spec))
 
     # -- encoding -----------------------------------------------------------------------------
 
@@ -144,7 +160,10 @@ class Tokenizer:
         return np.fromiter(chain.from_iterable(rows), dtype=dtype, count=sum(map(len, rows)))
 
     def _encode_lines(self, text: str) -> list[list[int]]:
-        """Encode line by line (faster than one long string) and put the newlines back."""
+        """Encode line by line (faster than one long string) and put the newlines back; a
+        lemmatising tokenizer first replaces each word by its lemma."""
+        if self._lemmatize:
+            text = self._lemmatize(text)
         lines = text.split("\n")
         ends = [self._newline] * (len(lines) - 1) + [[]]
         if self.model_type == "word":
@@ -209,6 +228,50 @@ def _model_type(proto: bytes) -> str:
     spec = _proto_field(proto, 2)
     code = _proto_field(spec, 3) if isinstance(spec, bytes) else None
     return _MODEL_TYPE_NAMES.get(code if isinstance(code, int) else 1, "unigram")
+
+
+def _lemma_language(proto: bytes) -> str | None:
+    """The language of the lemmas a tokenizer replaces words with (`with_lemmas`), if any."""
+    spec = _proto_field(proto, NORMALIZER_FIELD)
+    name = _proto_field(spec, 1) if isinstance(spec, bytes) else None
+    if not isinstance(name, bytes) or LEMMAS_TAG.encode() not in name:
+        return None
+    return name.decode().split(LEMMAS_TAG, 1)[1]
+
+
+def _proto_entry(number: int, value: bytes) -> bytes:
+    """A length-delimited field (strings, bytes, messages) of a serialized protobuf message."""
+    return _varint_bytes(number << 3 | 2) + _varint_bytes(len(value)) + value
+
+
+def _proto_without(message: bytes, unwanted: int) -> bytes:
+    """`message` with every value of field `unwanted` taken out, the rest byte for byte."""
+    kept, pos = bytearray(), 0
+    while pos < len(message):
+        start = pos
+        key, pos = _varint(message, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(message, pos)
+        elif wire == 2:
+            size, pos = _varint(message, pos)
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if number != unwanted:
+            kept += message[start:pos]
+    return bytes(kept)
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 def _proto_field(message: bytes, wanted: int) -> bytes | int | None:

@@ -29,7 +29,10 @@ def run(
         raise UsageError("give what to score: --data PATH or --text STRING (one of them)")
     if per_token is not None and (Path(per_token).is_dir() or not Path(per_token).parent.is_dir()):
         raise UsageError(f"--per-token {per_token}: give a file's path, in a folder that exists")
-    figures = score_checkpoint(load(checkpoint, device), data, text, precision, per_token)
+    loaded = load(checkpoint, device)
+    figures = score_checkpoint(loaded, data, text, precision, per_token)
+    if loaded.tokenizer.lemmas and not json_output:  # its tokenizer lemmatised the text first
+        console.print(f"the text was scored as lemmas ({loaded.tokenizer.lemmas}), as trained")
     if json_output:
         sys.stdout.write(json.dumps(figures) + "\n")
         return

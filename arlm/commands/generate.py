@@ -45,6 +45,8 @@ def run(
     model, config, tokenizer, device = load(checkpoint, device)
     prompt = read_prompt(prompt, prompt_file)
     warn_unknown(tokenizer, prompt, console)
+    if tokenizer.lemmas:  # it learned lemmas: what it writes, and what the prompt becomes
+        console.print(f"this model reads and writes words as their lemmas ({tokenizer.lemmas})")
     prompt_ids = tokenizer.encode(prompt)
     # a model trained on independent sequences reads <s> first and ends a text with </s>
     by_sequence = config.get("train", {}).get("sequences", "stream") != "stream"

@@ -16,6 +16,7 @@ from arlm import data
 from arlm.commands._shared import print_json
 from arlm.corpus import BUILTINS
 from arlm.errors import UsageError
+from arlm.lemmas import lemmatizer
 from arlm.tokenizer import DEFAULT_UNK_MARKER, Tokenizer, check_unk_marker
 
 
@@ -36,6 +37,8 @@ def run(
     force: bool,
     json_output: bool,
     console: Console,
+    lemmatize: bool = False,
+    language: str = "en",
 ) -> None:
     """`arlm tokenize`: the dataset's table on stderr (and its meta.json on stdout with --json),
     or, with --text or --decode, the inspection on stdout."""
@@ -44,7 +47,7 @@ def run(
             raise UsageError("--text/--decode inspect a tokenizer: drop the corpus and --out")
         if tokenizer is None:
             raise UsageError("--text/--decode need --tokenizer MODEL (a tokenizer.model)")
-        _inspect(Tokenizer.load(tokenizer), text, decode, json_output)
+        _inspect(Tokenizer.load(tokenizer), text, decode, json_output, console)
         return
     if bool(corpus) == bool(builtin):
         raise UsageError("give corpus files or --builtin python-docs (one of the two)")
@@ -66,6 +69,8 @@ def run(
         check_unk_marker(unk_marker)
     if vocab_size is not None and vocab_size < 1:
         raise UsageError(f"--vocab-size must be positive, got {vocab_size}")
+    if lemmatize:
+        lemmatizer(language)  # a language it knows, before reading anything
     reused = Tokenizer.load(tokenizer) if tokenizer is not None else None
     with tempfile.TemporaryDirectory(prefix="arlm-") as scratch:
         if builtin:
@@ -92,6 +97,7 @@ def run(
                 force,
                 progress=lambda n: progress.advance(task, n),
                 unk_marker=DEFAULT_UNK_MARKER if unk_marker is None else unk_marker,
+                lemmas=language if lemmatize else None,
             )
     _summarize(meta, out, console)
     if json_output:
@@ -124,14 +130,19 @@ def _summarize(meta: dict, out: Path, console: Console) -> None:
         table.add_row(split, *cells)
     console.print(table)
     tok = meta["tokenizer"]
+    lemmas = f", words lemmatised ({tok['lemmas']})" if tok.get("lemmas") else ""
     console.print(
-        f"{tok['model_type']} tokenizer, vocabulary {meta['vocab_size']:,} "
+        f"{tok['model_type']} tokenizer{lemmas}, vocabulary {meta['vocab_size']:,} "
         f"({meta['vocab_used']:,} used), ids as {meta['dtype']}, {meta['seconds']:.1f}s",
         highlight=False,
     )
 
 
-def _inspect(tok: Tokenizer, text: str | None, decode: str | None, json_output: bool) -> None:
+def _inspect(
+    tok: Tokenizer, text: str | None, decode: str | None, json_output: bool, console: Console
+) -> None:
+    if tok.lemmas and not json_output:  # what it encodes, and so what it decodes to
+        console.print(f"this tokenizer replaces words by their lemmas ({tok.lemmas})")
     if text is not None:
         ids = tok.encode(text)
         pieces = tok.pieces(ids)
@@ -148,5 +159,6 @@ def _inspect(tok: Tokenizer, text: str | None, decode: str | None, json_output: 
             ) from None
         decoded = tok.decode(ids)
         if json_output:
-            return print_json({"ids": ids, "text": decoded})
+            lemmas = {"lemmas": tok.lemmas} if tok.lemmas else {}
+            return print_json({"ids": ids, "text": decoded} | lemmas)
         sys.stdout.write(decoded + "\n")
