@@ -127,7 +127,9 @@ def tokenize(
             "text, and in every text it encodes after.",
         ),
     ] = False,
-    language: Annotated[str, typer.Option(help="--lemmatize: the language (ISO 639-1).")] = "en",
+    language: Annotated[
+        str | None, typer.Option(help="--lemmatize: the language (ISO 639-1). \\[default: en]")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing dataset in --out.")] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Machine-readable output on stdout.")

@@ -15,30 +15,45 @@ import functools
 import re
 from collections.abc import Callable
 
-from arlm.errors import UsageError
-
 # a word: letters, with apostrophes inside ("don't"), not just after a "<" (markers such as
 # <unk> stay as they are, as do numbers and punctuation)
 WORD = re.compile(r"(?<![<\w])[^\W\d_]+(?:['’][^\W\d_]+)*")
 
 
-@functools.cache
-def lemmatizer(language: str) -> Callable[[str], str]:
-    """text -> the same text with each word replaced by its lemma in `language` (ISO 639-1)."""
+def known(language: str) -> bool:
+    """Whether simplemma has a dictionary for `language` (an ISO 639-1 code such as en, de)."""
     import simplemma
 
     try:
         simplemma.lemmatize("a", lang=language)
     except ValueError:
-        raise UsageError(
-            f"--language {language!r}: simplemma has no dictionary for it; give an ISO 639-1 "
-            "code such as en, de, fr, es, it, nl, pt, ru"
-        ) from None
+        return False
+    return True
+
+
+UNKNOWN = (
+    "--language {!r}: simplemma has no dictionary for it; give an ISO 639-1 code such as en, "
+    "de, fr, es, it, nl, pt or ru"
+)
+
+
+@functools.cache
+def lemmatizer(language: str) -> Callable[[str], str]:
+    """text -> the same text with each word replaced by its lemma in `language` (ISO 639-1);
+    ValueError for a language simplemma does not know (`known` says)."""
+    import simplemma
+
+    if not known(language):
+        raise ValueError(UNKNOWN.format(language))
 
     @functools.lru_cache(maxsize=1 << 18)  # a corpus repeats its words: look each up once
     def lemma(word: str) -> str:
+        """The lemma, with the word's capital: "Children" -> "Child". Never a change of case
+        alone ("The", PTB's number token "N" and "IT" stay), nor a lemma of several words."""
         found = simplemma.lemmatize(word, lang=language)
-        return word if not found or any(c.isspace() for c in found) else found
+        if not found or found.lower() == word.lower() or any(c.isspace() for c in found):
+            return word
+        return found[0].upper() + found[1:] if word[0].isupper() else found
 
     def lemmatize(text: str) -> str:
         return WORD.sub(lambda match: lemma(match.group()), text)

@@ -110,7 +110,8 @@ class Tokenizer:
     def with_lemmas(self, language: str) -> Tokenizer:
         """This tokenizer, lemmatising every text in `language` before encoding it (arlm.lemmas).
         It says so in its normalizer's name, which SentencePiece reads as a label only."""
-        lemmas.lemmatizer(language)  # a language simplemma knows
+        if not lemmas.known(language):
+            raise UsageError(lemmas.UNKNOWN.format(language))
         spec = _proto_field(self.proto, NORMALIZER_FIELD) or b""
         name = f"{NORMALIZER_NAME}{LEMMAS_TAG}{language}".encode()
         spec = _proto_without(spec, 1) + _proto_entry(1, name)  # NormalizerSpec.name

@@ -103,7 +103,8 @@ def test_direct_connections_add_a_matrix_from_the_window_to_the_output():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"context": 0}, "--context must be at least 1"),
+        ({"context": 0}, "--context must be in 1..512"),
+        ({"context": 513}, "--context must be in 1..512"),
         ({"num_layers": -1}, "--num-layers must be at least 0"),
         ({"num_layers": 0, "tie_weights": True, "embedding_dim": 10}, "needs a hidden layer"),
         ({"dropout_input": 0.2}, "needs a fused model"),
@@ -117,3 +118,12 @@ def test_impossible_settings_are_refused(overrides, message):
 def test_tied_weights_share_the_embedding_with_the_output():
     model = ffnn(embedding_dim=10, hidden_size=10, tie_weights=True)
     assert model.input.weight is model.output.weight
+
+
+def test_the_longest_window_is_filled_by_the_scorers_burn_in():
+    """A long text is scored in parallel rows, each after EVAL_BURN_IN tokens: enough to fill
+    any ffnn window, so the score is exact (test_score checks it for every kind)."""
+    from arlm.models.feedforward import MAX_CONTEXT
+    from arlm.score import EVAL_BURN_IN
+
+    assert MAX_CONTEXT <= EVAL_BURN_IN

@@ -48,6 +48,10 @@ def test_a_stop_string_cuts_the_text_where_the_model_wrote_it_first(abcd, tmp_pa
         "generate", model, "--prompt", "ab", "--max-tokens", 9, "--top-k", 1, "--stop", "b"
     )
     assert result.stdout == "cdab\n"  # "dabcdabcd" + "ab": after the "b" nearest the prompt
+    result = run_arlm("generate", model, "--prompt", "ab", "--max-tokens", 9, "--top-k", 1,
+                      "--stop", "b", "--json")  # fmt: skip
+    record = json.loads(result.stdout)  # it stopped at the token that wrote the "b": d, c, b
+    assert record["text"] == "cd" and len(record["ids"]) == 3
 
 
 def test_forwards_and_backwards_a_unigram_model_scores_a_text_the_same(abcd, tmp_path):

@@ -71,6 +71,8 @@ def score_checkpoint(
     if per_token:  # in reading order: each token given those after it, when reversed
         ids, logprobs = (data.reading_order(a, reverse) for a in (scored.ids, logprobs))
         score.write_per_token(per_token, tokenizer, ids, logprobs)
+    if tokenizer.lemmas:  # it scored the text's lemmas; per byte: per byte of the text given
+        figures["lemmas"] = tokenizer.lemmas
     return figures
 
 

@@ -52,6 +52,8 @@ def run(
     for folder in folders:
         loaded = load(folder, device)
         row = describe(folder, loaded.model, loaded.config) | score_checkpoint(loaded, data, None)
+        if loaded.tokenizer.lemmas:  # not the same text predicted as the others': say so
+            row["model"] += f" (lemmas: {loaded.tokenizer.lemmas})"
         rows.append(row)
         console.print(f"scored {folder}: {row['bits_per_byte']:.3f} bits/byte", highlight=False)
     if plot:

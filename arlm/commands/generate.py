@@ -117,30 +117,39 @@ def _leftwards(
     stops: list[str],
 ) -> tuple[list[list[int]], list[float], list[str]]:
     """A backwards model's samples (or its beam's best), each the ids that come before the
-    prompt in reading order, their log-probability and their text, which starts after the
-    stop string nearest the prompt (the first one the model wrote)."""
+    prompt in reading order, their log-probability and their text. As forwards, a sample ends
+    with the token that completes a stop string (here its leftmost one), and its text is what
+    comes after that string; beam search, as forwards, takes no stop strings."""
     max_tokens, num_samples, temperature, top_k, top_p, generator = sampling
-    context = prompt_ids[::-1]
+    context, stops = prompt_ids[::-1], [s for s in stops if s]
+    prompt_text = tokenizer.decode(prompt_ids)
+
+    def before(ids: list[int]) -> str:  # the text that ids (in writing order) put before it
+        text = tokenizer.decode(ids[::-1] + prompt_ids)
+        return text[: len(text) - len(prompt_text)] if prompt_text else text
+
     if beam > 1:
         ids, logprob = beam_search(model, context, max_tokens, beam, set(), length_penalty)
-        found, logprobs = [ids], [logprob]
+        found, logprobs, stops = [ids], [logprob], []
     else:
         found, logprobs = [[] for _ in range(num_samples)], [0.0] * num_samples
+        done = [False] * num_samples
         steps = generate(model, context, max_tokens, num_samples, temperature, top_k, top_p,
                          generator)  # fmt: skip
         for step in steps:
             for i, token in enumerate(step.ids.tolist()):
-                found[i].append(token)
-                logprobs[i] += float(step.logprobs[i])
-    found = [ids[::-1] for ids in found]
-    prompt_text = tokenizer.decode(prompt_ids)
+                if not done[i]:
+                    found[i].append(token)
+                    logprobs[i] += float(step.logprobs[i])
+                    done[i] = any(stop in before(found[i]) for stop in stops)
+            if all(done):
+                break
     texts = []
     for ids in found:
-        text = tokenizer.decode(ids + prompt_ids)
-        text = text[: len(text) - len(prompt_text)] if prompt_text else text
-        cuts = [text.rfind(s) + len(s) for s in stops if s and s in text]
+        text = before(ids)
+        cuts = [text.rfind(stop) + len(stop) for stop in stops if stop in text]
         texts.append(text[max(cuts, default=0) :])
-    return found, logprobs, texts
+    return [ids[::-1] for ids in found], logprobs, texts
 
 
 def read_prompt(prompt: str | None, prompt_file: Path | None) -> str:

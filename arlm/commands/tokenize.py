@@ -12,11 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import data
+from arlm import data, lemmas
 from arlm.commands._shared import print_json
 from arlm.corpus import BUILTINS
 from arlm.errors import UsageError
-from arlm.lemmas import lemmatizer
 from arlm.tokenizer import DEFAULT_UNK_MARKER, Tokenizer, check_unk_marker
 
 
@@ -38,7 +37,7 @@ def run(
     json_output: bool,
     console: Console,
     lemmatize: bool = False,
-    language: str = "en",
+    language: str | None = None,
 ) -> None:
     """`arlm tokenize`: the dataset's table on stderr (and its meta.json on stdout with --json),
     or, with --text or --decode, the inspection on stdout."""
@@ -69,8 +68,11 @@ def run(
         check_unk_marker(unk_marker)
     if vocab_size is not None and vocab_size < 1:
         raise UsageError(f"--vocab-size must be positive, got {vocab_size}")
-    if lemmatize:
-        lemmatizer(language)  # a language it knows, before reading anything
+    if language is not None and not lemmatize:
+        raise UsageError("--language is the language of --lemmatize: add it, or drop --language")
+    language = language or "en"
+    if lemmatize and not lemmas.known(language):  # before reading anything
+        raise UsageError(lemmas.UNKNOWN.format(language))
     reused = Tokenizer.load(tokenizer) if tokenizer is not None else None
     with tempfile.TemporaryDirectory(prefix="arlm-") as scratch:
         if builtin:

@@ -495,7 +495,8 @@ def _summary(
     best = min(evals, key=lambda m: m["val_loss"]) if evals else None
     table = Table(title=f"training summary: {out}", title_justify="left", show_header=False)
     table.add_row("stopped", f"{stop.reason if stop else 'aborted'} at step {trainer.step:,}")
-    table.add_row("tokens seen", f"{trainer.tokens:,} (epoch {trainer.epoch})")
+    passes = trainer.schedule.passes()  # the epoch counter says which pass, not how many
+    table.add_row("tokens seen", f"{trainer.tokens:,} ({passes:.2f} passes over the data)")
     this_run, in_all = seconds
     budget = trainer.config.time_budget
     limit = f" (budget {budget:g}s)" if budget else ""

@@ -23,6 +23,10 @@ from arlm.errors import UsageError
 from arlm.models.base import LanguageModel, ModelConfig, State, register
 from arlm.models.recurrent import OneHot, RecurrentLM
 
+# The longest window: arlm.score reads a long text's rows in parallel, each after a burn-in of
+# EVAL_BURN_IN (512) tokens, which must fill the window for the score to be exact.
+MAX_CONTEXT = 512
+
 
 @register("ffnn")
 class FeedForwardLM(LanguageModel):
@@ -35,8 +39,11 @@ class FeedForwardLM(LanguageModel):
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
         super().check_config(config)
-        if config.context < 1:
-            raise UsageError(f"--context must be at least 1, got {config.context}")
+        if not 1 <= config.context <= MAX_CONTEXT:
+            raise UsageError(
+                f"--context must be in 1..{MAX_CONTEXT}, got {config.context} (a longer memory "
+                "is what the recurrent models are for)"
+            )
         if config.tie_weights and not config.num_layers:
             raise UsageError("--tie-weights needs a hidden layer: --num-layers 1 or more")
 

@@ -117,6 +117,9 @@ class Trainer:
         self.schedule = Schedule(config, self.source, self.time, self.world, len(val_ids))
         self._good = LastGood()  # the state a rollback returns to
 
+    def progress(self) -> float:
+        return self.schedule.progress()
+
     def learning_rate(self) -> float:
         return self.schedule.learning_rate()
 
