@@ -108,9 +108,19 @@ def tokenize(
         typer.Option(help="Reuse this tokenizer.model (or dataset folder): encode only."),
     ] = None,
     builtin: Annotated[
-        Literal["python-docs"] | None,
-        typer.Option(help="Use a corpus that ships with Python instead of files."),
+        Literal["python-docs", "python-modules"] | None,
+        typer.Option(
+            help="Use a corpus that ships with Python instead of files: python-docs (text), "
+            "python-modules (docstrings labelled by package, for --task classify)."
+        ),
     ] = None,
+    task: Annotated[
+        Literal["lm", "classify"],
+        typer.Option(
+            help="lm: a text to model; classify: labelled texts (LABEL<TAB>TEXT lines, or a "
+            "folder of label folders) for a classifier."
+        ),
+    ] = "lm",
     text: Annotated[str | None, typer.Option(help="Show the pieces and ids of this text.")] = None,
     decode: Annotated[
         str | None, typer.Option(help='Print the text of these ids, e.g. "12 7 99".')
@@ -161,6 +171,7 @@ def tokenize(
         console=console,
         lemmatize=lemmatize,
         language=language,
+        task=task,
     )
 
 

@@ -270,16 +270,17 @@ def encode_to_file(
 
 
 @contextlib.contextmanager
-def staged_dir(out: Path, force: bool) -> Iterator[Path]:
+def staged_dir(out: Path, force: bool, files: tuple[str, ...] = DATASET_FILES) -> Iterator[Path]:
     """A fresh folder beside `out` that replaces it only if the block finishes: a failure
-    leaves `out` as it was, and nothing half-written behind."""
+    leaves `out` as it was, and nothing half-written behind. `--force` replaces a dataset (a
+    folder holding only `files`, or a language-model dataset's), never anything else."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file: give a folder for the dataset")
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if held and not force:
         raise UsageError(f"{out} is not empty: pass --force to replace it, or choose another --out")
-    if held and not set(held) <= set(DATASET_FILES):
+    if held and not (set(held) <= set(files) or set(held) <= set(DATASET_FILES)):
         raise UsageError(f"{out} holds files that are not a dataset: choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -358,11 +359,9 @@ def build(
                     train_spans, SAMPLE_BYTES, characters=model_type == "char"
                 )
                 trained_on = sum(len(line.encode("utf-8", "surrogatepass")) + 1 for line in lines)
-            if lemmas:
-                lines = map(lemmatizer(lemmas), lines)
-            sentences = tk.training_sentences(lines)
-            tokenizer = tk.train(sentences, model_type, vocab_size, characters, unk_marker)
-            tokenizer = tokenizer.with_lemmas(lemmas) if lemmas else tokenizer
+            tokenizer = train_tokenizer(
+                lines, model_type, vocab_size, characters, unk_marker, lemmas=lemmas
+            )
         tokenizer.save(stage / "tokenizer.model")
         train = encode_to_file(tokenizer, train_spans, stage / "train.bin", progress, text)
         val = encode_to_file(tokenizer, val_spans, stage / "val.bin", progress)
@@ -371,15 +370,7 @@ def build(
             "format_version": FORMAT_VERSION,
             "vocab_size": tokenizer.vocab_size,
             "dtype": dtype_for(tokenizer.vocab_size).name,
-            "tokenizer": {
-                "model_type": tokenizer.model_type,
-                "vocab_size": tokenizer.vocab_size,
-                "byte_fallback": tokenizer.byte_fallback,
-                "normalization": "identity",
-                "lemmas": tokenizer.lemmas,  # the language of the lemmas words became, if any
-                "trained_on_bytes": trained_on,  # None: an existing tokenizer was reused
-                "sha256": tokenizer.sha256,
-            },
+            "tokenizer": tokenizer_meta(tokenizer) | {"trained_on_bytes": trained_on},
             "train": _split_meta(train),
             "val": _split_meta(val),
             "vocab_used": int(np.count_nonzero(train.counts + val.counts)),
@@ -390,9 +381,39 @@ def build(
             },
             "seconds": round(time.perf_counter() - started, 3),
         }
-        if tokenizer.model_type == "word":
-            meta["tokenizer"]["unk_marker"] = tokenizer.unk_marker
         write_json(stage / "meta.json", meta)
+    return meta
+
+
+def train_tokenizer(
+    lines: Iterable[str],
+    model_type: str,
+    vocab_size: int | None,
+    characters: set[str] | frozenset = frozenset(),
+    unk_marker: str = tk.DEFAULT_UNK_MARKER,
+    lemmas: str | None = None,
+) -> tk.Tokenizer:
+    """A tokenizer trained on `lines`; with `lemmas`, on their lemmas, and lemmatising every
+    text it encodes after (arlm.lemmas)."""
+    if lemmas:
+        lines = map(lemmatizer(lemmas), lines)
+    sentences = tk.training_sentences(lines)
+    tokenizer = tk.train(sentences, model_type, vocab_size, set(characters), unk_marker)
+    return tokenizer.with_lemmas(lemmas) if lemmas else tokenizer
+
+
+def tokenizer_meta(tokenizer: tk.Tokenizer) -> dict:
+    """What a dataset's meta.json says of its tokenizer (its SHA-256 ties the ids to it)."""
+    meta = {
+        "model_type": tokenizer.model_type,
+        "vocab_size": tokenizer.vocab_size,
+        "byte_fallback": tokenizer.byte_fallback,
+        "normalization": "identity",
+        "lemmas": tokenizer.lemmas,  # the language of the lemmas words became, if any
+        "sha256": tokenizer.sha256,
+    }
+    if tokenizer.model_type == "word":
+        meta["unk_marker"] = tokenizer.unk_marker
     return meta
 
 
@@ -428,6 +449,8 @@ def load_meta(folder: Path) -> dict:
 def open_ids(folder: Path, split: str = "train") -> np.ndarray:
     """The ids of one split as a read-only memory map (nothing is read until it is used)."""
     meta = load_meta(folder)
+    if meta.get("task", "lm") != "lm":  # labelled texts (arlm.labelled), not one text to model
+        raise UsageError(f"{folder} holds labelled texts for --task {meta['task']}, not a text")
     path = Path(folder) / f"{split}.bin"
     dtype = np.dtype(meta["dtype"])
     expected = meta[split]["tokens"] * dtype.itemsize

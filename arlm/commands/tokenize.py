@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import data, lemmas
+from arlm import data, labelled, lemmas
 from arlm.commands._shared import print_json
-from arlm.corpus import BUILTINS
+from arlm.corpus import BUILTINS, LABELLED_BUILTINS
 from arlm.errors import UsageError
 from arlm.tokenizer import DEFAULT_UNK_MARKER, Tokenizer, check_unk_marker
 
@@ -38,6 +38,7 @@ def run(
     console: Console,
     lemmatize: bool = False,
     language: str | None = None,
+    task: str = "lm",
 ) -> None:
     """`arlm tokenize`: the dataset's table on stderr (and its meta.json on stdout with --json),
     or, with --text or --decode, the inspection on stdout."""
@@ -49,7 +50,10 @@ def run(
         _inspect(Tokenizer.load(tokenizer), text, decode, json_output, console)
         return
     if bool(corpus) == bool(builtin):
-        raise UsageError("give corpus files or --builtin python-docs (one of the two)")
+        raise UsageError("give corpus files or --builtin NAME (one of the two)")
+    if (builtin in LABELLED_BUILTINS) != (task == "classify") and builtin:
+        wanted = "--task classify" if builtin in LABELLED_BUILTINS else "a language-model corpus"
+        raise UsageError(f"--builtin {builtin} is a corpus for {wanted}")
     if out is None:
         raise UsageError("--out DIR is required: the folder to write the dataset to")
     if val is not None and val_fraction is not None:
@@ -74,6 +78,13 @@ def run(
     if lemmatize and not lemmas.known(language):  # before reading anything
         raise UsageError(lemmas.UNKNOWN.format(language))
     reused = Tokenizer.load(tokenizer) if tokenizer is not None else None
+    if task == "classify":
+        options = (reused, model_type, vocab_size, force, language if lemmatize else None)
+        meta = _labelled(corpus, builtin, val, val_fraction, out, options)
+        _summarize_labelled(meta, out, console)
+        if json_output:
+            print_json(meta)
+        return
     with tempfile.TemporaryDirectory(prefix="arlm-") as scratch:
         if builtin:
             path = Path(scratch) / f"{builtin}.txt"
@@ -104,6 +115,43 @@ def run(
     _summarize(meta, out, console)
     if json_output:
         print_json(meta)
+
+
+def _labelled(corpus, builtin, val, val_fraction, out: Path, options: tuple) -> dict:
+    """`--task classify`: a TSV file or a folder of label folders (or a labelled built-in
+    corpus) into a labelled dataset (arlm.labelled)."""
+    if corpus and len(corpus) > 1:
+        raise UsageError("--task classify reads one TSV file or one folder of label folders")
+    with tempfile.TemporaryDirectory(prefix="arlm-") as scratch:
+        if builtin:
+            path = Path(scratch) / f"{builtin}.tsv"
+            path.write_text(LABELLED_BUILTINS[builtin](), encoding="utf-8")
+        else:
+            path = corpus[0]
+        examples = labelled.read(path)
+        if val is not None:
+            train, held = examples, labelled.read(val)
+        else:
+            fraction = data.VAL_FRACTION if val_fraction is None else val_fraction
+            train, held = labelled.split(examples, fraction)
+        return labelled.build(out, train, held, *options)
+
+
+def _summarize_labelled(meta: dict, out: Path, console: Console) -> None:
+    table = Table(title=f"labelled dataset {out}", title_justify="left")
+    for column in ("label", "train texts", "val texts"):
+        table.add_column(column, justify="right" if column != "label" else "left")
+    for label in meta["labels"]:
+        counts = (f"{meta[s]['per_label'][label]:,}" for s in ("train", "val"))
+        table.add_row(label, *counts)
+    console.print(table)
+    tok = meta["tokenizer"]
+    console.print(
+        f"{len(meta['labels'])} labels; {tok['model_type']} tokenizer, vocabulary "
+        f"{meta['vocab_size']:,}; {meta['train']['tokens']:,} training tokens, "
+        f"{meta['seconds']:.1f}s",
+        highlight=False,
+    )
 
 
 def _progress(console: Console) -> Progress:
