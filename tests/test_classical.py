@@ -300,3 +300,17 @@ def test_train_generate_and_eval_work_for_the_classical_models(char_dataset, tmp
     assert scored.exit_code == 0, scored.output
     figures = json.loads(scored.stdout)
     assert math.isfinite(figures["perplexity"]) and figures["perplexity"] > 1
+
+
+def test_an_ngram_scores_a_block_of_rows_at_a_time_with_the_same_result(monkeypatch):
+    """A word vocabulary makes each row read up to V table entries per order: rows go through
+    in blocks (BLOCK_ENTRIES), which changes nothing but the memory it takes."""
+    from arlm.models import classical
+
+    model = ngram(np.random.default_rng(3).integers(0, 9, 400).tolist(), order=3, vocab=9)
+    ids = torch.from_numpy(np.random.default_rng(4).integers(0, 9, (3, 17)))
+    whole, _ = model(ids)
+    monkeypatch.setattr(classical, "BLOCK_ENTRIES", 9 * 2)  # two rows a block
+    blocked, _ = model(ids)
+    assert torch.equal(whole, blocked)
+    assert torch.equal(model.initial_logits(5)[0], model.initial_logits(1)[0])

@@ -39,6 +39,9 @@ def gram_keys(seq: np.ndarray, n: int, base: int) -> np.ndarray:
     return keys
 
 
+BLOCK_ENTRIES = 1 << 21  # (rows x V) table entries read at once: ~100 MB of index arrays
+
+
 @register("ngram")
 class NGramLM(ClassicalLM):
     """Interpolated Kneser-Ney (Chen & Goodman 1998, with one discount per order):
@@ -185,14 +188,23 @@ class NGramLM(ClassicalLM):
         B, T, N = ids.shape[0], ids.shape[1], self.config.order
         # the context of position t is history[:, t + 1 : t + N]: the N - 1 ids up to ids[:, t]
         contexts = np.stack([history[:, t + 1 : t + N] for t in range(T)], axis=1)
-        probs = self.distributions(contexts.reshape(B * T, N - 1))
-        logits = torch.from_numpy(np.log(probs).astype(np.float32)).view(B, T, -1)
+        logits = torch.from_numpy(self._log_probs(contexts.reshape(B * T, N - 1))).view(B, T, -1)
         new_state = torch.from_numpy(history[:, history.shape[1] - (N - 1) :].copy())
         return logits.to(ids.device), (new_state.to(ids.device),)
 
     def initial_logits(self, batch_size: int) -> Tensor:
-        contexts = self.init_state(batch_size)[0].numpy()
-        return torch.from_numpy(np.log(self.distributions(contexts)).astype(np.float32))
+        return torch.from_numpy(self._log_probs(self.init_state(batch_size)[0].numpy()))
+
+    def _log_probs(self, contexts: np.ndarray) -> np.ndarray:
+        """log P(. | context) for each row, (R, V) float32, a block of rows at a time: a row
+        reads up to V entries of each order's table, so a word vocabulary (V ~ 33,000) taken
+        whole would need gigabytes of index arrays for a few thousand rows."""
+        V = self.config.vocab_size
+        out = np.empty((len(contexts), V), dtype=np.float32)
+        block = max(1, BLOCK_ENTRIES // V)
+        for start in range(0, len(contexts), block):
+            out[start : start + block] = np.log(self.distributions(contexts[start : start + block]))
+        return out
 
 
 # -- hidden Markov models ---------------------------------------------------------------------
