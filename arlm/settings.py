@@ -19,6 +19,7 @@ from arlm.sequences import PADDINGS, UNITS
 
 OPTIMIZERS = ("adamw", "sgd", "nt-asgd")
 SCHEDULES = ("cosine", "constant", "plateau")
+TASKS = ("lm", "classify")
 
 
 @dataclass
@@ -54,6 +55,9 @@ class TrainConfig:
     padding: str = "post"  # sequences only: pads after (post) or before (pre) each sequence
     max_length: int | None = None  # sequences only: cut longer ones
     reverse: bool = False  # the tokens read right to left: a backwards model (data.reading_order)
+    task: str = "lm"  # lm: model a text | classify: label texts (arlm.labelled, models.classifier)
+    pooling: str = "last"  # classify: the encoder's output at the last token, or the mean
+    class_weights: bool = False  # classify: weigh each label's loss by 1 / its share of texts
 
     @property
     def backprop_steps(self) -> int:
@@ -101,6 +105,12 @@ class TrainConfig:
             raise UsageError("--ar, --tar and --bptt-jitter train on a stream: drop --sequences")
         if self.sequences != "stream" and self.reverse:
             raise UsageError("--reverse trains on a stream read backwards: drop --sequences")
+        if self.task not in TASKS:
+            raise UsageError(f"--task must be lm or classify, got {self.task!r}")
+        lm_only = [f for f in ("reverse", "ar", "tar", "bptt_jitter") if getattr(self, f)]
+        if self.task == "classify" and (lm_only or self.sequences != "stream"):
+            flag = lm_only[0].replace("_", "-") if lm_only else "sequences"
+            raise UsageError(f"--{flag} is for language models, not --task classify: drop it")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
             raise UsageError("give a way to stop: --max-steps, --epochs or --time-budget")
 

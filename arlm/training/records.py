@@ -41,6 +41,7 @@ class EvalRecord:
     bits_per_byte: float
     best: bool
     elapsed: float
+    accuracy: float | None = None  # a classifier's share of validation texts labelled right
 
 
 @dataclass

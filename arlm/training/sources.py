@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from arlm import sequences as seqs
 from arlm.distributed import World, my_share
@@ -28,6 +30,8 @@ from arlm.streams import Window, batchify, windows
 from arlm.training.awd import jitter_length
 from arlm.training.tbptt import counted_columns
 
+VALIDATION_BATCH = 64  # texts a validation batch reads
+
 
 def make_source(
     train_ids: np.ndarray,
@@ -35,15 +39,40 @@ def make_source(
     config: TrainConfig,
     specials: dict | None,
     world: World,
-) -> Stream | Sequences:
-    """The source --sequences picks: a stream (TBPTT), or independent sequences."""
+) -> Stream | Sequences | Labelled:
+    """The source --sequences picks: a stream (TBPTT), or independent sequences; or, for
+    --task classify, labelled texts (then `train_ids` and `val_ids` are labelled.Split)."""
+    if config.task == "classify":
+        return Labelled(train_ids, val_ids, config)
     if config.sequences == "stream":
         return Stream(train_ids, config, world)
     return Sequences(train_ids, val_ids, config, specials)
 
 
+class _Batched:
+    """What a source of padded batches shares: bucketed batches of rows of similar length
+    (`self.lengths`), in an order drawn from (seed, pass), the same for a resumed run."""
+
+    config: TrainConfig
+    lengths: np.ndarray
+    accuracy: float | None = None  # figures beyond the loss: none but a classifier's
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.config.seed, epoch])
+        return seqs.batches(self.lengths, self.config.batch_size, rng)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches(0))
+
+    def passes(self, epoch: int, position: int) -> float:
+        return epoch + position / max(1, self.steps_per_epoch)
+
+
 class Stream:
     """TBPTT over the B rows of one token stream (this process's share of them)."""
+
+    accuracy = None
 
     def __init__(self, train_ids: np.ndarray, config: TrainConfig, world: World) -> None:
         self.config, self.world = config, world
@@ -91,7 +120,7 @@ class Stream:
         return (*evaluate(model, val_ids, device, precision), 0)
 
 
-class Sequences:
+class Sequences(_Batched):
     """Independent sequences (--sequences lines|documents), padded, in bucketed batches."""
 
     def __init__(
@@ -118,18 +147,6 @@ class Sequences:
             f"--max-length {self.config.max_length} and were cut"
         ]
 
-    def batches(self, epoch: int) -> list[np.ndarray]:
-        """The batches of sequence indices of pass `epoch`: the same for a resumed run."""
-        rng = np.random.default_rng([self.config.seed, epoch])
-        return seqs.batches(self.lengths, self.config.batch_size, rng)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.batches(0))
-
-    def passes(self, epoch: int, position: int) -> float:
-        return epoch + position / max(1, self.steps_per_epoch)
-
     def work(self, epoch: int, position: int, step: int) -> Iterator[seqs.Batch]:
         """The padded batches of the rest of pass `epoch`, from batch `position` on."""
         s = self.specials
@@ -145,3 +162,67 @@ class Sequences:
         with autocast(device, precision):
             loss, count = seqs.evaluate(model, self.val_sequences, s["bos"], s["eos"], device)
         return loss, count, self.val_unscored_bytes
+
+
+@dataclass
+class LabelledBatch:
+    """Texts and their labels: inputs (B, L) with each row's text first and pads (0) after,
+    the texts' lengths (B,) and labels (B,)."""
+
+    inputs: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+
+
+def labelled_batch(split, rows: np.ndarray) -> LabelledBatch:
+    texts = [split.text(int(i)) for i in rows]
+    lengths = np.array([len(t) for t in texts])
+    inputs = np.zeros((len(texts), lengths.max()), dtype=np.int64)
+    for row, text in enumerate(texts):
+        inputs[row, : len(text)] = text
+    labels = split.labels[rows].astype(np.int64)
+    return LabelledBatch(*(torch.from_numpy(a) for a in (inputs, lengths, labels)))
+
+
+class Labelled(_Batched):
+    """Labelled texts (--task classify, arlm.labelled): padded batches of texts of similar
+    length, each with its label; validation gives the loss and the accuracy."""
+
+    def __init__(self, train, val, config: TrainConfig) -> None:
+        if not len(train) or not len(val):
+            raise UsageError("a classifier needs labelled texts to train and to validate on")
+        self.train, self.val, self.config = train, val, config
+        self.lengths = np.diff(train.offsets)
+
+    def warnings(self) -> list[str]:
+        return []
+
+    def work(self, epoch: int, position: int, step: int) -> Iterator[LabelledBatch]:
+        for rows in self.batches(epoch)[position:]:
+            yield labelled_batch(self.train, rows)
+
+    def class_weights(self, labels: int) -> torch.Tensor:
+        """1 / each label's share of the training texts, scaled to a mean of one over the
+        texts: a rare label's errors cost as much in all as a frequent one's."""
+        counts = np.bincount(self.train.labels, minlength=labels).astype(np.float64)
+        return torch.from_numpy(len(self.train.labels) / (labels * np.maximum(counts, 1))).float()
+
+    @torch.no_grad()
+    def validation_loss(self, model, val_ids, device: torch.device, precision):
+        """(mean loss, texts scored, 0); the accuracy is kept in `self.accuracy`."""
+        was_training = model.training
+        model.eval()
+        total = correct = 0.0
+        order = np.argsort(np.diff(self.val.offsets), kind="stable")
+        try:
+            for start in range(0, len(order), VALIDATION_BATCH):
+                batch = labelled_batch(self.val, order[start : start + VALIDATION_BATCH])
+                with autocast(device, precision):
+                    scores = model(batch.inputs.to(device), batch.lengths).float()
+                labels = batch.labels.to(device)
+                total += float(F.cross_entropy(scores, labels, reduction="sum"))
+                correct += float((scores.argmax(-1) == labels).sum())
+        finally:
+            model.train(was_training)
+        self.accuracy = correct / len(self.val)
+        return total / len(self.val), len(self.val), 0

@@ -96,8 +96,9 @@ class Trainer:
         `world`: this process's rank among data-parallel processes (arlm.distributed)."""
         config.check()
         self.config, self.world = config, world or World()
-        if self.world.active and (config.sequences != "stream" or model.counted):
-            raise UsageError("several processes train on a stream: drop --sequences or --nproc")
+        if self.world.active and (config.sequences != "stream" or model.counted or
+                                  config.task != "lm"):  # fmt: skip
+            raise UsageError("several processes train a language model on a stream: drop --nproc")
         check_split(config.batch_size, self.world.size)
         self.device = pick_device(config.device)
         self.model = model.to(self.device)
@@ -210,7 +211,8 @@ class Trainer:
         if math.isfinite(loss):
             self._remember()
         per_byte, perplexity = loss * count / LN2 / val_bytes, math.exp(min(loss, 50))
-        return EvalRecord(self.step, self.tokens, loss, perplexity, per_byte, best, self.elapsed)
+        figures = (loss, perplexity, per_byte, best, self.elapsed, self.source.accuracy)
+        return EvalRecord(self.step, self.tokens, *figures)
 
     # -- numerical faults (LastGood) ---------------------------------------------------------
 

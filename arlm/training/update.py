@@ -14,6 +14,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from arlm import sequences as seqs
@@ -24,6 +25,7 @@ from arlm.runtime import autocast
 from arlm.settings import TrainConfig
 from arlm.streams import Window
 from arlm.training.awd import ActivationPenalty, Averager
+from arlm.training.sources import LabelledBatch
 from arlm.training.tbptt import clip_gradients, counted_loss, run_window, to_device
 
 
@@ -112,6 +114,9 @@ class Update:
             else None
         )
         self.carried: State | None = None  # the state the next window starts from
+        self.weights = None  # --class-weights: each label's weight in the loss
+        if config.task == "classify" and config.class_weights:
+            self.weights = source.class_weights(model.head.out_features).to(device)
         self.bad_steps = 0  # non-finite updates in a row
         self.output_layer = model.output if model.fused else None
         self.eager = model.features if model.fused else model
@@ -145,9 +150,13 @@ class Update:
         self._step_or_skip(skipped, carried)
         return Outcome(loss_value, grad_norm, skipped, counted, seen, position)
 
-    def loss(self, work: Window | seqs.Batch, carried: State | None, position: int):
+    def loss(self, work: Window | seqs.Batch | LabelledBatch, carried: State | None, position: int):
         """What one update optimises, its cross-entropy, the state to carry, the targets
         counted, and where the next update starts (what `_Loss`, and so DDP, runs)."""
+        if isinstance(work, LabelledBatch):  # a score per label for each text
+            scores = self.model(work.inputs.to(self.device), work.lengths).float()
+            loss = F.cross_entropy(scores, work.labels.to(self.device), weight=self.weights)
+            return loss, loss, None, len(work.labels), position + 1
         if isinstance(work, seqs.Batch):  # full BPTT through each sequence, fresh state
             loss, seen = seqs.loss(self.model, work, self.device)
             return loss, loss, None, seen, position + 1

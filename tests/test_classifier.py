@@ -1,0 +1,106 @@
+"""Sequence classification, many-to-one: a recurrent encoder's last state (or its mean over the
+text) to a score per label, trained by the same Trainer on labelled texts (arlm.labelled)."""
+
+import numpy as np
+import pytest
+import torch
+
+from arlm import labelled
+from arlm.errors import UsageError
+from arlm.models import ModelConfig
+from arlm.models.classifier import Classifier
+from arlm.settings import TrainConfig
+from arlm.training import EvalRecord, Trainer
+from arlm.training.sources import Labelled
+
+torch.set_num_threads(1)
+FILLER = "the a of and to in is it on that was for with as by at".split()
+
+
+def corpus(rows: int = 120, seed: int = 0) -> labelled.Examples:
+    """Texts of filler words with one telling word somewhere: "apple" or "banana"."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(rows):
+        words = list(rng.choice(FILLER, size=rng.integers(3, 12)))
+        label = ("apple", "banana")[i % 2]
+        words.insert(int(rng.integers(0, len(words) + 1)), label)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return labelled.Examples(texts, labels, [f"row {i}" for i in range(rows)])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fruit") / "ds"
+    train, val = labelled.split(corpus(), 0.25)
+    meta = labelled.build(folder, train, val, model_type="word")
+    return folder, meta
+
+
+def classifier(meta: dict, pooling: str = "last", kind: str = "gru") -> Classifier:
+    torch.manual_seed(0)
+    config = ModelConfig(kind=kind, vocab_size=meta["vocab_size"], embedding_dim=16,
+                         hidden_size=24, num_layers=1, dropout=0.0)  # fmt: skip
+    return Classifier(config, len(meta["labels"]), pooling)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_a_text_scores_the_same_alone_and_in_a_padded_batch(dataset, pooling):
+    folder, meta = dataset
+    model = classifier(meta, pooling).eval()
+    split = labelled.open_split(folder, "val")
+    from arlm.training.sources import labelled_batch
+
+    batch = labelled_batch(split, np.arange(6))
+    together = model(batch.inputs, batch.lengths)
+    for row in range(6):
+        alone = labelled_batch(split, np.array([row]))
+        torch.testing.assert_close(model(alone.inputs, alone.lengths)[0], together[row])
+
+
+def test_the_trainer_trains_a_classifier_to_tell_the_labels_apart(dataset):
+    folder, meta = dataset
+    train, val = labelled.open_split(folder, "train"), labelled.open_split(folder, "val")
+    config = TrainConfig(task="classify", batch_size=8, max_steps=80, epochs=None,
+                         eval_every=40, lr=1e-2, device="cpu")  # fmt: skip
+    trainer = Trainer(classifier(meta), train, val, config)
+    evals = [r for r in trainer.run() if isinstance(r, EvalRecord)]
+    assert evals[0].accuracy is not None and evals[-1].accuracy >= 0.9
+    assert evals[-1].val_loss < 0.5 < np.log(2)  # a guess between two labels: ln 2 nats
+
+
+def test_class_weights_make_every_label_weigh_the_same_in_all(dataset):
+    folder, meta = dataset
+    split = labelled.open_split(folder, "train")
+    split.labels[: len(split) * 3 // 4] = 0  # three texts in four now "apple"
+    config = TrainConfig(task="classify", batch_size=4, max_steps=1, epochs=None)
+    weights = Labelled(split, split, config).class_weights(2).double()
+    counts = np.bincount(split.labels, minlength=2)
+    expected = torch.full((2,), len(split) / 2.0, dtype=torch.float64)
+    assert torch.allclose(weights * torch.from_numpy(counts), expected)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda meta: classifier(meta, kind="jordan"), "elman, lstm, gru, not jordan"),
+        (lambda meta: classifier(meta, pooling="max"), "--pooling must be last or mean"),
+        (lambda meta: TrainConfig(task="classify", reverse=True).check(), "--reverse is for"),
+        (lambda meta: TrainConfig(task="classify", sequences="lines").check(), "--sequences"),
+        (lambda meta: TrainConfig(task="translate").check(), "--task must be lm or classify"),
+    ],
+)
+def test_what_a_classifier_cannot_be_is_refused(dataset, build, message):
+    with pytest.raises(UsageError, match=message):
+        build(dataset[1])
+
+
+def test_the_update_weighs_the_loss_by_label_with_class_weights(dataset):
+    folder, meta = dataset
+    train, val = labelled.open_split(folder, "train"), labelled.open_split(folder, "val")
+    config = TrainConfig(task="classify", batch_size=8, max_steps=2, epochs=None,
+                         class_weights=True, device="cpu")  # fmt: skip
+    trainer = Trainer(classifier(meta), train, val, config)
+    list(trainer.run())
+    torch.testing.assert_close(trainer.update.weights, trainer.source.class_weights(2))
