@@ -33,6 +33,7 @@ from arlm.data import DATASET_FILES
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write, read_versioned
 from arlm.models import LanguageModel, ModelConfig, all_finite, build_model, device_of
+from arlm.models.classifier import Classifier
 from arlm.tensorfile import on_cpu, read_tensors, write_cpu_tensors, write_tensors  # noqa: F401 (checkpoint.read_tensors, as before)
 from arlm.tokenizer import Tokenizer
 
@@ -268,7 +269,13 @@ def _read(folder: Path, name: str, kind: str) -> tuple[dict, dict, dict]:
 
 
 def _build(config: dict, tensors: dict, path: Path, device) -> LanguageModel:
-    model = build_model(ModelConfig.from_dict(config["model"]))
+    model_config = ModelConfig.from_dict(config["model"])
+    train = config.get("train", {})
+    if train.get("task", "lm") == "classify":  # a classifier: its labels are the data's
+        labels = len(config["data"]["labels"])
+        model = Classifier(model_config, labels, train.get("pooling", "last"))
+    else:
+        model = build_model(model_config)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:

@@ -294,6 +294,9 @@ TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainComma
         "Read the text right to left: generate writes the text before the prompt, eval scores "
         "backwards."
     ),
+    "task": "lm: a language model; classify: a classifier of texts (a --task classify dataset).",
+    "pooling": "Classify: what the label is read from: the last state, or the mean over the text.",
+    "class_weights": "Classify: weigh each label's loss by 1 / its share of the training texts.",
     "config": "TOML file with these settings.",
     "resume": "Continue this checkpoint.",
     "log_every": "Steps between log lines.",
@@ -380,6 +383,9 @@ def train(
     padding: Literal["pre", "post"] | None = None,
     max_length: int | None = None,
     reverse: Annotated[bool | None, typer.Option("--reverse")] = None,
+    task: Literal["lm", "classify"] | None = None,
+    pooling: Literal["last", "mean"] | None = None,
+    class_weights: bool | None = None,
     config: Path | None = None,
     resume: Path | None = None,
     log_every: int = 10,
@@ -476,7 +482,11 @@ def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (arlm train --out).")],
     data_path: Annotated[
         Path | None,
-        typer.Option("--data", help="A text file, or a dataset folder (its val.bin)."),
+        typer.Option(
+            "--data",
+            help="A text file, or a dataset folder (its val.bin); for a classifier, a "
+            "LABEL<TAB>TEXT file or a labelled dataset.",
+        ),
     ] = None,
     text: Annotated[str | None, typer.Option(help="Score this string.")] = None,
     per_token: Annotated[
@@ -492,7 +502,8 @@ def eval_command(
     ] = False,
 ) -> None:
     """Score text: tokens, loss (nats/token), perplexity, bits per byte and per character, and
-    for a word tokenizer perplexity per word (a line end counts as a word, as papers count)."""
+    for a word tokenizer perplexity per word (a line end counts as a word, as papers count).
+    A classifier: accuracy, macro-F1, precision and recall per label, the confusion matrix."""
     from arlm.commands import eval as command
 
     command.run(
@@ -505,6 +516,27 @@ def eval_command(
         json_output=json_output,
         console=console,
     )
+
+
+@app.command(name="classify")
+@clean_errors
+def classify_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A classifier (arlm train --task classify).")],
+    file: Annotated[
+        Path | None, typer.Argument(help="Texts to label, one a line. \\[default: stdin]")
+    ] = None,
+    text: Annotated[str | None, typer.Option(help="Label this text.")] = None,
+    top: Annotated[int, typer.Option(help="The most likely labels to show.")] = 1,
+    device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per text on stdout.")
+    ] = False,
+) -> None:
+    """Label texts with a classifier: the most likely labels, with their probabilities."""
+    from arlm.commands import classify as command
+
+    command.run(checkpoint=checkpoint, text=text, file=file, top=top, device=device,
+                json_output=json_output, console=console)  # fmt: skip
 
 
 @app.command()

@@ -1,6 +1,8 @@
 """Sequence classification, many-to-one: a recurrent encoder's last state (or its mean over the
 text) to a score per label, trained by the same Trainer on labelled texts (arlm.labelled)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,54 @@ def test_the_update_weighs_the_loss_by_label_with_class_weights(dataset):
     trainer = Trainer(classifier(meta), train, val, config)
     list(trainer.run())
     torch.testing.assert_close(trainer.update.weights, trainer.source.class_weights(2))
+
+
+def test_metrics_by_hand():
+    from arlm.classify import metrics
+
+    truth, predicted = np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 2, 2])
+    m = metrics(truth, predicted, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["per_label"]["a"] == {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3}
+    assert m["per_label"]["b"]["precision"] == 0.5 and m["per_label"]["c"]["recall"] == 1.0
+    assert m["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+
+
+def test_train_eval_and_classify_from_the_command_line(tmp_path):
+    from tests.conftest import run_arlm
+
+    rows = corpus(160, seed=1)
+    tsv = tmp_path / "fruit.tsv"
+    tsv.write_text("".join(f"{b}\t{a}\n" for a, b in zip(rows.texts, rows.labels, strict=True)))
+    made = run_arlm("tokenize", tsv, "--task", "classify", "--model-type", "word",
+                    "--out", tmp_path / "ds")  # fmt: skip
+    assert made.code == 0, made.stderr
+    out = tmp_path / "clf"
+    trained = run_arlm("train", "--task", "classify", "--data", tmp_path / "ds", "--out", out,
+                       "--model", "gru", "--embedding-dim", 16, "--hidden-size", 24,
+                       "--num-layers", 1, "--max-steps", 80, "--batch-size", 8, "--lr", 0.01,
+                       "--eval-every", 40)  # fmt: skip
+    assert trained.code == 0, trained.stderr
+    assert "accuracy" in trained.stderr and "texts seen" in trained.stderr
+    scored = run_arlm("eval", out, "--data", tmp_path / "ds", "--json")
+    figures = json.loads(scored.stdout)
+    assert figures["accuracy"] >= 0.9 and figures["labels"] == ["apple", "banana"]
+    again = json.loads(run_arlm("eval", out, "--data", tsv, "--json").stdout)  # a TSV directly
+    assert again["texts"] == 160
+    labelled_ = run_arlm("classify", out, "--text", "the banana was on the mat", "--top", 2,
+                         "--json")  # fmt: skip
+    answer = json.loads(labelled_.stdout)
+    assert [x["label"] for x in answer["labels"]] == ["banana", "apple"]
+    assert sum(x["p"] for x in answer["labels"]) == pytest.approx(1.0)
+    lm_commands = (["generate", out], ["eval", out, "--text", "hi"],
+                   ["compare", out, "--data", tmp_path / "ds"])  # fmt: skip
+    for command in lm_commands:
+        refused = run_arlm(*command)
+        assert refused.code == 2 and "classifier" in refused.stderr, command
+    refused = run_arlm("train", "--task", "classify", "--data", tsv, "--out", tmp_path / "x")
+    assert refused.code == 2 and "labelled dataset" in refused.stderr
+    unknown = tmp_path / "bad.tsv"
+    unknown.write_text("cherry\tthe cherry\n")
+    refused = run_arlm("eval", out, "--data", unknown)
+    assert refused.code == 1 and "bad.tsv:1: label 'cherry'" in refused.stderr

@@ -16,8 +16,21 @@ from arlm.errors import UsageError
 from arlm.runtime import pick_device, pick_precision
 
 
-def load(folder: Path, device: str) -> checkpoint.Loaded:
-    """A checkpoint's best model, config and tokenizer on --device `device` (auto, cpu, ...)."""
+def task_of(folder: Path) -> str:
+    """What a checkpoint was trained for: "lm" (a language model) or "classify"."""
+    return checkpoint.read_config(folder).get("train", {}).get("task", "lm")
+
+
+def load(folder: Path, device: str, task: str = "lm") -> checkpoint.Loaded:
+    """A checkpoint's best model, config and tokenizer on --device `device` (auto, cpu, ...);
+    one trained for another `task` than the command's is refused with what to run instead."""
+    trained_for = task_of(folder)
+    if trained_for != task:
+        what = {"lm": "a language model", "classify": "a classifier"}
+        raise UsageError(
+            f"{folder} is {what.get(trained_for, trained_for)}: this command reads "
+            f"{what.get(task, task)}"
+        )
     return checkpoint.load_for_use(folder, pick_device(device))
 
 

@@ -7,10 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
+from rich.table import Table
 
-from arlm.commands._shared import load, score_checkpoint
-from arlm.errors import UsageError
+from arlm import classify, labelled
+from arlm.commands._shared import load, score_checkpoint, stdout_console, task_of
+from arlm.errors import ArlmError, UsageError
 
 
 def run(
@@ -25,6 +28,13 @@ def run(
     console: Console,
 ) -> None:
     """`arlm eval`: the figures on stderr, or as one JSON object on stdout."""
+    if task_of(checkpoint) == "classify":
+        if text is not None or per_token is not None or data is None:
+            raise UsageError(
+                "a classifier is scored on labelled texts: --data FILE.tsv (or a labelled "
+                "dataset); `arlm classify` labels a text"
+            )
+        return _classifier(checkpoint, data, device, json_output, console)
     if (data is None) == (text is None):
         raise UsageError("give what to score: --data PATH or --text STRING (one of them)")
     if per_token is not None and (Path(per_token).is_dir() or not Path(per_token).parent.is_dir()):
@@ -47,4 +57,48 @@ def run(
         f"{figures['perplexity']:.2f}, {figures['bits_per_byte']:.4f} bits/byte, "
         f"{figures['bits_per_char']:.4f} bits/char{per_word}",
         highlight=False,
+    )
+
+
+def _classifier(checkpoint: Path, data: Path, device: str, json_output: bool, console) -> None:
+    """A classifier on labelled texts: a TSV file or a folder of label folders, or the
+    validation split of a labelled dataset made with its tokenizer."""
+    model, config, tokenizer, where = load(checkpoint, device, task="classify")
+    names = config["data"]["labels"]
+    if Path(data).is_dir() and (Path(data) / "meta.json").is_file():
+        meta = labelled.load_meta(data)
+        if meta["tokenizer"]["sha256"] != tokenizer.sha256:
+            raise ArlmError(f"{data} was tokenized with another tokenizer than {checkpoint}'s")
+        split = labelled.open_split(data, "val")
+        texts = [split.text(i) for i in range(len(split))]
+        truth = np.array([names.index(meta["labels"][i]) for i in split.labels])
+    else:
+        examples = labelled.read(data)
+        for place, label in zip(examples.where, examples.labels, strict=True):
+            if label not in names:
+                raise ArlmError(f"{place}: label {label!r} is not one the classifier knows "
+                                f"({', '.join(names)})")  # fmt: skip
+        texts = classify.encode(tokenizer, examples.texts)
+        truth = np.array([names.index(label) for label in examples.labels])
+    predicted = classify.probabilities(model, texts, where).argmax(1)
+    figures = classify.metrics(truth, predicted, names)
+    if json_output:
+        sys.stdout.write(json.dumps(figures) + "\n")
+        return
+    table = Table(title=f"{figures['texts']:,} texts", title_justify="left")
+    for column in ("label", "precision", "recall", "F1", "texts"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for name, row in figures["per_label"].items():
+        cells = (f"{row[k]:.3f}" for k in ("precision", "recall", "f1"))
+        table.add_row(name, *cells, f"{row['support']:,}")
+    title = "confusion: true label (rows), predicted (columns)"
+    confusion = Table(title=title, title_justify="left")
+    confusion.add_column("")
+    for name in names:
+        confusion.add_column(name, justify="right")
+    for name, row in zip(names, figures["confusion"], strict=True):
+        confusion.add_row(name, *(f"{n:,}" for n in row))
+    stdout_console().print(table, confusion)
+    console.print(
+        f"accuracy {figures['accuracy']:.1%}, macro-F1 {figures['macro_f1']:.3f}", highlight=False
     )

@@ -18,11 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import __version__, checkpoint, data, distributed, embed, recipes, settings
+from arlm import __version__, checkpoint, data, distributed, embed, labelled, recipes, settings
 from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
 from arlm.models import ModelConfig, all_finite, build_model
+from arlm.models.classifier import Classifier
 from arlm.plot import learning_curve
 from arlm.runtime import pick_device
 from arlm.settings import TrainConfig
@@ -98,6 +99,8 @@ def _recipe(values: dict) -> str | None:
     """The recipe for --data and --model (arlm.recipes): from a dataset's meta.json; a text
     file is tokenized as characters. A missing or damaged dataset is refused later."""
     path, kind = values.get("data"), values.get("model") or ModelConfig.kind
+    if values.get("task", "lm") != "lm":  # the recipes are tuned for language models
+        return None
     meta = None
     if path is not None and Path(path).is_dir():
         with contextlib.suppress(ArlmError):
@@ -123,7 +126,19 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         return _new_trainer(values, model_config, train_config, path, world), out, path
     source = None
     if path.is_dir():
-        data.load_meta(path)  # a damaged dataset is refused before anything is written
+        meta = data.load_meta(path)  # a damaged dataset is refused before anything is written
+        if meta.get("task", "lm") == "classify" != train_config.task:
+            raise UsageError(f"{path} holds labelled texts: train a classifier (--task classify)")
+        if meta.get("task", "lm") != train_config.task:
+            raise UsageError(
+                f"{path} is a language-model dataset: --task classify needs labelled texts "
+                "(arlm tokenize FILE.tsv --task classify)"
+            )
+    elif train_config.task == "classify":
+        raise UsageError(
+            "--task classify reads a labelled dataset: make one with `arlm tokenize FILE.tsv "
+            "--task classify --out DIR`"
+        )
     else:
         source = _text_source(path)
     created = not out.exists()
@@ -180,7 +195,10 @@ def _new_trainer(
     meta = data.load_meta(dataset)
     model_config.vocab_size = meta["vocab_size"]
     torch.manual_seed(train_config.seed)
-    model = build_model(model_config)
+    if train_config.task == "classify":
+        model = Classifier(model_config, len(meta["labels"]), train_config.pooling)
+    else:
+        model = build_model(model_config)
     if model.starts_at_unigram:  # no plateau above the unigram level (see start_at_unigram)
         model.start_at_unigram(torch.from_numpy(data.token_counts(dataset)))
     if values.get("init_embeddings"):
@@ -214,6 +232,9 @@ def _tokenize(path: Path, source: data.Source, out: Path, aside: Path, console: 
 
 
 def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World) -> Trainer:
+    if config.task == "classify":  # labelled texts: ids, offsets and labels (arlm.labelled)
+        train, val = labelled.open_split(dataset, "train"), labelled.open_split(dataset, "val")
+        return Trainer(model, train, val, config, world=world)
     train_ids, val_ids = data.open_ids(dataset, "train"), data.open_ids(dataset, "val")
     train_ids = data.reading_order(train_ids, config.reverse)
     val_ids = data.reading_order(val_ids, config.reverse)
@@ -271,7 +292,8 @@ def _describe(trainer: Trainer, dataset: Path) -> dict:
             "val_tokens": meta["val"]["tokens"],
             "val_bytes": meta["val"]["bytes"],
             "val_chars": meta["val"]["chars"],
-        },
+        }
+        | ({"labels": meta["labels"]} if "labels" in meta else {}),
         "device": str(trainer.device),
         "precision": str(trainer.precision).removeprefix("torch."),
     }
@@ -284,6 +306,11 @@ def _report_start(trainer: Trainer, out: Path, console: Console, recipe: str | N
     c, m = trainer.config, trainer.model.config
     if trainer.counting:
         how = f"counting {len(trainer.train_ids):,} tokens"
+    elif c.task == "classify":
+        how = (
+            f"{len(trainer.lengths):,} texts, {len(trainer.model.head.bias)} labels, "
+            f"{c.batch_size} per batch, {c.pooling} state, {trainer.steps_per_epoch} steps per pass"
+        )
     elif trainer.by_sequence:
         how = (
             f"{len(trainer.lengths):,} {c.sequences}, {c.batch_size} per batch padded "
@@ -457,6 +484,11 @@ def _log_steps(window: list[StepRecord], write: Callable[[dict], None]) -> str:
 
 def _eval_line(record: EvalRecord) -> str:
     mark = " (best)" if record.best else ""
+    if record.accuracy is not None:  # a classifier
+        return (
+            f"step {record.step}: validation loss {record.val_loss:.4f}, "
+            f"accuracy {record.accuracy:.1%}{mark}"
+        )
     return (
         f"step {record.step}: validation loss {record.val_loss:.4f}, perplexity "
         f"{record.perplexity:.2f}, {record.bits_per_byte:.3f} bits/byte{mark}"
@@ -496,7 +528,8 @@ def _summary(
     table = Table(title=f"training summary: {out}", title_justify="left", show_header=False)
     table.add_row("stopped", f"{stop.reason if stop else 'aborted'} at step {trainer.step:,}")
     passes = trainer.schedule.passes()  # the epoch counter says which pass, not how many
-    table.add_row("tokens seen", f"{trainer.tokens:,} ({passes:.2f} passes over the data)")
+    unit = "texts" if trainer.config.task == "classify" else "tokens"  # what an update counts
+    table.add_row(f"{unit} seen", f"{trainer.tokens:,} ({passes:.2f} passes over the data)")
     this_run, in_all = seconds
     budget = trainer.config.time_budget
     limit = f" (budget {budget:g}s)" if budget else ""
@@ -504,14 +537,17 @@ def _summary(
     for name, text in costs.items():
         table.add_row(name, text)
     rate = trainer.tokens / in_all if in_all else 0.0
-    table.add_row("throughput", f"{rate:,.0f} tokens/s (evaluation and writing included)")
+    table.add_row("throughput", f"{rate:,.0f} {unit}/s (evaluation and writing included)")
     clip_rate = trainer.clip_count / max(1, trainer.step)
     table.add_row("clipping", f"fired on {clip_rate:.0%} of updates")
     if best:
+        figures = (
+            f"accuracy {best['accuracy']:.1%}"
+            if best.get("accuracy") is not None
+            else f"perplexity {best['perplexity']:.2f}, {best['bits_per_byte']:.3f} bits/byte"
+        )
         table.add_row(
-            "best validation",
-            f"loss {best['val_loss']:.4f} at step {best['step']}, "
-            f"perplexity {best['perplexity']:.2f}, {best['bits_per_byte']:.3f} bits/byte",
+            "best validation", f"loss {best['val_loss']:.4f} at step {best['step']}, {figures}"
         )
     console.print(table)
     if stop and stop.reason == "interrupted":
