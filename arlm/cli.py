@@ -235,6 +235,10 @@ TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainComma
     "jordan_decay": "Jordan only: the context's self-loop a.",
     "order": "N-gram only: the length N.",
     "init_embeddings": "Start the input layer from `arlm embed` vectors.",
+    "init_from": (
+        "Classify: start the classifier's layers from this language model (the same "
+        "tokenizer; its shape is kept)."
+    ),
     "states": "HMM only: hidden states K.",
     "context": "Ffnn only: the N tokens its window reads.",
     "direct": "Ffnn only: connections from the input vectors straight to the output too.",
@@ -349,6 +353,7 @@ def train(
     jordan_decay: float | None = None,
     order: int | None = None,
     init_embeddings: Path | None = None,
+    init_from: Path | None = None,
     states: int | None = None,
     context: int | None = None,
     direct: bool | None = None,

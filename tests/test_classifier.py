@@ -140,6 +140,8 @@ def test_train_eval_and_classify_from_the_command_line(tmp_path):
     figures = json.loads(scored.stdout)
     assert figures["accuracy"] >= 0.9 and figures["labels"] == ["apple", "banana"]
     again = json.loads(run_arlm("eval", out, "--data", tsv, "--json").stdout)  # a TSV directly
+    resumed = run_arlm("train", "--resume", out, "--max-steps", 90)
+    assert resumed.code == 0 and "step 90" in resumed.stderr, resumed.stderr
     assert again["texts"] == 160
     labelled_ = run_arlm("classify", out, "--text", "the banana was on the mat", "--top", 2,
                          "--json")  # fmt: skip
@@ -157,3 +159,39 @@ def test_train_eval_and_classify_from_the_command_line(tmp_path):
     unknown.write_text("cherry\tthe cherry\n")
     refused = run_arlm("eval", out, "--data", unknown)
     assert refused.code == 1 and "bad.tsv:1: label 'cherry'" in refused.stderr
+
+
+def test_init_from_starts_the_classifier_with_the_language_models_layers(tmp_path):
+    """--init-from: the encoder's weights are the language model's, the head is new; the
+    labelled dataset must use the language model's tokenizer."""
+    from arlm import checkpoint
+    from tests.conftest import run_arlm
+
+    rows = corpus(60, seed=2)
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(rows.texts) + "\n")
+    assert run_arlm("tokenize", text, "--model-type", "word", "--out", tmp_path / "lmds").code == 0
+    lm = tmp_path / "lm"
+    shape = ("--model", "gru", "--embedding-dim", 16, "--hidden-size", 24, "--num-layers", 1)
+    made = run_arlm("train", "--data", tmp_path / "lmds", "--out", lm, *shape, "--max-steps", 5)
+    assert made.code == 0, made.stderr
+    tsv = tmp_path / "fruit.tsv"
+    tsv.write_text("".join(f"{b}\t{a}\n" for a, b in zip(rows.texts, rows.labels, strict=True)))
+    other = run_arlm("tokenize", tsv, "--task", "classify", "--model-type", "word",
+                     "--out", tmp_path / "own")  # fmt: skip
+    shared = run_arlm("tokenize", tsv, "--task", "classify", "--tokenizer", tmp_path / "lmds",
+                      "--out", tmp_path / "shared")  # fmt: skip
+    assert other.code == shared.code == 0
+    refused = run_arlm("train", "--task", "classify", "--data", tmp_path / "own",
+                       "--init-from", lm, "--out", tmp_path / "x", "--max-steps", 1)  # fmt: skip
+    assert refused.code == 2 and "another tokenizer" in refused.stderr
+    out = tmp_path / "clf"
+    tiny_step = ("--max-steps", 1, "--lr", 1e-12)  # the weights as they came, to 1e-9
+    started = run_arlm("train", "--task", "classify", "--data", tmp_path / "shared",
+                       "--init-from", lm, "--out", out, *tiny_step)  # fmt: skip
+    assert started.code == 0, started.stderr
+    language_model, _ = checkpoint.load(lm)
+    classifier_, _ = checkpoint.load(out)
+    encoder = classifier_.encoder.state_dict()
+    for name, weight in language_model.state_dict().items():
+        torch.testing.assert_close(encoder[name], weight, rtol=0, atol=1e-9)

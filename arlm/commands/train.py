@@ -23,6 +23,7 @@ from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
 from arlm.models import ModelConfig, all_finite, build_model
+from arlm.models.base import REGULARISERS
 from arlm.models.classifier import Classifier
 from arlm.plot import learning_curve
 from arlm.runtime import pick_device
@@ -117,6 +118,8 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
     train_config.check()
     if model_config.kind == "ngram" and train_config.sequences != "stream":
         raise UsageError("--model ngram counts the stream: drop --sequences")
+    if values.get("init_from") and train_config.task != "classify":
+        raise UsageError("--init-from starts a classifier from a language model: --task classify")
     path = Path(values["data"])
     out = Path(values.get("out") or Path("checkpoints") / model_config.kind)
     _check_out(out, path, force)
@@ -196,7 +199,11 @@ def _new_trainer(
     model_config.vocab_size = meta["vocab_size"]
     torch.manual_seed(train_config.seed)
     if train_config.task == "classify":
+        if values.get("init_from"):  # the language model's shape, and then its weights
+            language_model, model_config = _language_model(values, meta)
         model = Classifier(model_config, len(meta["labels"]), train_config.pooling)
+        if values.get("init_from"):
+            model.encoder.load_state_dict(language_model.state_dict())
     else:
         model = build_model(model_config)
     if model.starts_at_unigram:  # no plateau above the unigram level (see start_at_unigram)
@@ -204,6 +211,30 @@ def _new_trainer(
     if values.get("init_embeddings"):
         embed.init_embeddings(model, values["init_embeddings"], meta["tokenizer"]["sha256"])
     return _trainer(model, dataset, meta, train_config, world)
+
+
+def _language_model(values: dict, meta: dict):
+    """--init-from: an arlm language model trained with the dataset's tokenizer, and its
+    config, which the classifier's layers take (their shape is its)."""
+    folder = Path(values["init_from"])
+    shape = [k for k in settings.MODEL_FIELDS if k in values and not k.startswith("dropout")]
+    if shape:
+        flag = "--" + shape[0].replace("_", "-")
+        raise UsageError(f"--init-from takes the language model's shape: drop {flag}")
+    config = checkpoint.read_config(folder)
+    if config.get("train", {}).get("task", "lm") != "lm":
+        raise UsageError(f"--init-from {folder} is not a language model")
+    if config.get("data", {}).get("tokenizer_sha256") != meta["tokenizer"]["sha256"]:
+        raise UsageError(
+            f"--init-from {folder} was trained with another tokenizer: make the labelled dataset "
+            f"with it (arlm tokenize FILE.tsv --task classify --tokenizer {folder})"
+        )
+    model, _ = checkpoint.load(folder)
+    model_config = ModelConfig.from_dict(config["model"])
+    for name in ("dropout", *REGULARISERS):  # what may differ: regularisation
+        if name in values:
+            setattr(model_config, name, values[name])
+    return model, model_config
 
 
 def _text_source(path: Path) -> data.Source:
@@ -251,7 +282,8 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World
 
 def _resume(folder: Path, values: dict, world: World) -> tuple[Trainer, Path, Path]:
     saved = checkpoint.read_config(folder)
-    changed = [k for k in (*settings.MODEL_FIELDS, "init_embeddings", "reverse") if k in values]
+    kept = (*settings.MODEL_FIELDS, "init_embeddings", "init_from", "reverse")
+    changed = [k for k in kept if k in values]
     if changed:  # the direction of reading is the model's too
         raise UsageError(
             f"--resume keeps the model it saved: drop --{changed[0].replace('_', '-')}"
