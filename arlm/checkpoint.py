@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from arlm.data import DATASET_FILES
+from arlm.data import LABELLED_FILES
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write, read_versioned
 from arlm.models import LanguageModel, ModelConfig, all_finite, build_model, device_of
@@ -68,7 +68,7 @@ def _owned(entry: Path) -> bool:
         return False
     if entry.is_dir():
         return _named(entry.name, (DATASET,)) and all(
-            child.is_file() and not child.is_symlink() and _named(child.name, DATASET_FILES)
+            child.is_file() and not child.is_symlink() and _named(child.name, LABELLED_FILES)
             for child in entry.iterdir()
         )
     return entry.is_file() and _named(entry.name, FILES)

@@ -211,7 +211,11 @@ def _config_defaults() -> dict[str, object]:
 
 
 TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainCommand)
-    "data_path": "A dataset folder (arlm tokenize), or a text file.",
+    "data_path": (
+        "A dataset folder (arlm tokenize), or a text file; with --task classify, a labelled "
+        "dataset or a LABEL<TAB>TEXT file."
+    ),
+    "val": "With --data FILE: the validation text (or labelled texts). \\[default: 10% of FILE]",
     "out": "Checkpoint folder. \\[default: checkpoints/MODEL]",
     "model": "Model kind.",
     "embedding_dim": "Size of each input vector.",
@@ -336,6 +340,7 @@ class TrainCommand(TyperCommand):
 @clean_errors
 def train(
     data_path: Annotated[Path | None, typer.Option("--data")] = None,
+    val: Path | None = None,
     out: Path | None = None,
     model: ModelKind | None = None,
     embedding_dim: int | None = None,

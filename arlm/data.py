@@ -36,6 +36,9 @@ from arlm.streams import Window, batchify, windows  # noqa: F401  (data.batchify
 FORMAT = "arlm-dataset"
 FORMAT_VERSION = 1
 DATASET_FILES = ("tokenizer.model", "train.bin", "val.bin", "meta.json")
+# a labelled dataset (arlm.labelled) adds where each text starts and its label
+_PARTS = [f"{split}.{part}.bin" for split in ("train", "val") for part in ("offsets", "labels")]
+LABELLED_FILES = (*DATASET_FILES, *_PARTS)
 BLOCK_BYTES = 4 << 20  # read and encode this much text at a time
 SAMPLE_BYTES = 16 << 20  # the tokenizer trains on at most this much text (a random line sample)
 INVALID_UTF8 = ("refuse", "replace")
@@ -280,7 +283,7 @@ def staged_dir(out: Path, force: bool, files: tuple[str, ...] = DATASET_FILES) -
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if held and not force:
         raise UsageError(f"{out} is not empty: pass --force to replace it, or choose another --out")
-    if held and not (set(held) <= set(files) or set(held) <= set(DATASET_FILES)):
+    if held and not set(held) <= set(files) | set(DATASET_FILES):
         raise UsageError(f"{out} holds files that are not a dataset: choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,7 @@ from arlm.errors import ArlmError, UsageError
 from arlm.formats import write_json
 
 TASK = "classify"
-SUFFIXES = (".bin", ".offsets.bin", ".labels.bin")
-FILES = ("tokenizer.model", "meta.json", *(f"{s}{x}" for s in ("train", "val") for x in SUFFIXES))
+FILES = data.LABELLED_FILES
 
 
 @dataclass

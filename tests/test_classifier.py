@@ -153,8 +153,10 @@ def test_train_eval_and_classify_from_the_command_line(tmp_path):
     for command in lm_commands:
         refused = run_arlm(*command)
         assert refused.code == 2 and "classifier" in refused.stderr, command
-    refused = run_arlm("train", "--task", "classify", "--data", tsv, "--out", tmp_path / "x")
-    assert refused.code == 2 and "labelled dataset" in refused.stderr
+    direct = run_arlm("train", "--task", "classify", "--data", tsv, "--val", tsv, "--out",
+                      tmp_path / "x", "--max-steps", 2, "--model", "gru")  # fmt: skip
+    assert direct.code == 0 and "labelled texts, BPE, " in direct.stderr, direct.stderr
+    assert labelled.load_meta(tmp_path / "x" / "dataset")["val"]["texts"] == 160
     unknown = tmp_path / "bad.tsv"
     unknown.write_text("cherry\tthe cherry\n")
     refused = run_arlm("eval", out, "--data", unknown)

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arlm import labelled
+from arlm import data, labelled
 from arlm.errors import ArlmError, UsageError
 from arlm.tokenizer import Tokenizer
-from tests.conftest import run_arlm
+from tests.conftest import corpus_text, run_arlm
 
 ROWS = [
     ("cat", "the cat sat on the mat"),
@@ -111,3 +111,19 @@ def test_the_builtin_labelled_corpus_is_docstrings_by_package(tmp_path):
     assert refused.code == 2 and "--task classify" in refused.stderr
     split = labelled.open_split(tmp_path / "ds", "train")
     assert np.bincount(split.labels).min() > 50
+
+
+def test_train_on_a_text_file_takes_its_validation_text_from_val(tmp_path):
+    """`arlm train --data FILE --val FILE`: the dataset it makes inside --out holds the given
+    validation text, and a second run with the same files reuses that dataset."""
+    text, held = tmp_path / "train.txt", tmp_path / "valid.txt"
+    text.write_text(corpus_text(80), encoding="utf-8")
+    held.write_text("the cat sat on a mat.\n" * 7, encoding="utf-8")
+    out = tmp_path / "lm"
+    first = run_arlm("train", "--data", text, "--val", held, "--out", out, "--max-steps", 2)
+    assert first.code == 0, first.stderr
+    assert "valid.txt for validation" in first.stderr
+    assert data.load_meta(out / "dataset")["val"]["chars"] == len(held.read_text())
+    again = run_arlm("train", "--data", text, "--val", held, "--out", out, "--max-steps", 2,
+                     "--force")  # fmt: skip
+    assert again.code == 0 and "tokenizing" not in again.stderr

@@ -137,11 +137,6 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
                 f"{path} is a language-model dataset: --task classify needs labelled texts "
                 "(arlm tokenize FILE.tsv --task classify)"
             )
-    elif train_config.task == "classify":
-        raise UsageError(
-            "--task classify reads a labelled dataset: make one with `arlm tokenize FILE.tsv "
-            "--task classify --out DIR`"
-        )
     else:
         source = _text_source(path)
     created = not out.exists()
@@ -152,7 +147,7 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         raise ArlmError(f"cannot create the checkpoint folder {out}: {error.strerror}") from None
     aside = out / f".{checkpoint.DATASET}.tmp-{os.getpid()}"  # the old run's dataset, for now
     try:
-        dataset = path if source is None else _tokenize(path, source, out, aside, console)
+        dataset = path if source is None else _tokenize(values, source, out, aside, console)
         trainer = _new_trainer(values, model_config, train_config, dataset, world)
     except BaseException:  # leave nothing behind, and the old run as it was
         if created:
@@ -245,21 +240,38 @@ def _text_source(path: Path) -> data.Source:
     return source
 
 
-def _tokenize(path: Path, source: data.Source, out: Path, aside: Path, console: Console) -> Path:
-    """A text file tokenized (characters) into OUT/dataset, unless that is done already. An
+def _tokenize(values: dict, source: data.Source, out: Path, aside: Path, console: Console) -> Path:
+    """A text file tokenized (characters) into OUT/dataset, or, for --task classify, a labelled
+    TSV file (BPE), unless that is done already; `--val FILE` is the validation text. An
     older dataset there is moved to `aside`: the old run keeps it until this one can start."""
+    path, val, task = Path(values["data"]), values.get("val"), values.get("task", "lm")
     target = out / checkpoint.DATASET
     if target.is_dir():
         try:
             meta = data.load_meta(target)
-            if meta["sources"]["train"][0]["sha256"] == source.sha256:
+            if meta.get("made_from") == _made_from(source, val, task):
                 return target
         except Exception:  # a damaged leftover: tokenize again
             pass
         target.rename(aside)
-    console.print(f"tokenizing {path} (characters, 10% for validation) into {target}")
-    data.build(target, [source], model_type="char", force=True)
+    held = f"{val} for validation" if val else "10% for validation"
+    if task == "classify":
+        console.print(f"tokenizing {path} (labelled texts, BPE, {held}) into {target}")
+        examples = labelled.read(path)
+        train, held_out = (examples, labelled.read(val)) if val else labelled.split(examples, 0.1)
+        labelled.build(target, train, held_out, force=True)
+    else:
+        console.print(f"tokenizing {path} (characters, {held}) into {target}")
+        val_sources = [_text_source(Path(val))] if val else None
+        data.build(target, [source], val_sources, model_type="char", force=True)
+    meta = data.load_meta(target) | {"made_from": _made_from(source, val, task)}
+    write_json(target / "meta.json", meta)
     return target
+
+
+def _made_from(source: data.Source, val: str | None, task: str) -> list:
+    """What a dataset made by `arlm train --data FILE` came from: reused when that matches."""
+    return [source.sha256, _text_source(Path(val)).sha256 if val else None, task]
 
 
 def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World) -> Trainer:
