@@ -510,6 +510,9 @@ def eval_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="The figures as one JSON object on stdout.")
     ] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="A classifier: draw its confusion matrix to this PNG.")
+    ] = None,
 ) -> None:
     """Score text: tokens, loss (nats/token), perplexity, bits per byte and per character, and
     for a word tokenizer perplexity per word (a line end counts as a word, as papers count).
@@ -525,6 +528,7 @@ def eval_command(
         precision=precision,
         json_output=json_output,
         console=console,
+        plot=plot,
     )
 
 

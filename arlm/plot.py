@@ -36,3 +36,26 @@ def learning_curve(metrics: list[dict], path: Path, title: str = "") -> None:
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)
+
+
+def confusion_matrix(confusion: list[list[int]], labels: list[str], path: Path, title: str) -> None:
+    """A classifier's confusion matrix as a PNG: rows the true labels, columns the predicted
+    ones, each cell its count, shaded by its share of its row (the recall on the diagonal)."""
+    counts = [[int(n) for n in row] for row in confusion]
+    shares = [[n / max(1, sum(row)) for n in row] for row in counts]
+    size = 1.2 + 0.6 * len(labels)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size), dpi=110)
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i, row in enumerate(counts):
+        for j, n in enumerate(row):
+            color = "white" if shares[i][j] > 0.6 else "black"
+            axes.text(j, i, f"{n:,}", ha="center", va="center", fontsize=8, color=color)
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    axes.set_yticks(range(len(labels)), labels, fontsize=8)
+    axes.set_xlabel("predicted label")
+    axes.set_ylabel("true label")
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, label="share of the true label's texts")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)

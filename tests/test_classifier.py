@@ -140,6 +140,8 @@ def test_train_eval_and_classify_from_the_command_line(tmp_path):
     figures = json.loads(scored.stdout)
     assert figures["accuracy"] >= 0.9 and figures["labels"] == ["apple", "banana"]
     again = json.loads(run_arlm("eval", out, "--data", tsv, "--json").stdout)  # a TSV directly
+    drawn = run_arlm("eval", out, "--data", tsv, "--plot", tmp_path / "confusion.png")
+    assert drawn.code == 0 and (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     resumed = run_arlm("train", "--resume", out, "--max-steps", 90)
     assert resumed.code == 0 and "step 90" in resumed.stderr, resumed.stderr
     assert again["texts"] == 160

@@ -12,8 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from arlm import classify, labelled
-from arlm.commands._shared import load, score_checkpoint, stdout_console, task_of
+from arlm.commands._shared import load, plot_path, score_checkpoint, stdout_console, task_of
 from arlm.errors import ArlmError, UsageError
+from arlm.formats import atomic_write
+from arlm.plot import confusion_matrix
 
 
 def run(
@@ -26,6 +28,7 @@ def run(
     precision: str | None,
     json_output: bool,
     console: Console,
+    plot: Path | None = None,
 ) -> None:
     """`arlm eval`: the figures on stderr, or as one JSON object on stdout."""
     if task_of(checkpoint) == "classify":
@@ -34,7 +37,9 @@ def run(
                 "a classifier is scored on labelled texts: --data FILE.tsv (or a labelled "
                 "dataset); `arlm classify` labels a text"
             )
-        return _classifier(checkpoint, data, device, json_output, console)
+        return _classifier(checkpoint, data, device, json_output, console, plot_path(plot))
+    if plot is not None:
+        raise UsageError("--plot draws a classifier's confusion matrix: this is a language model")
     if (data is None) == (text is None):
         raise UsageError("give what to score: --data PATH or --text STRING (one of them)")
     if per_token is not None and (Path(per_token).is_dir() or not Path(per_token).parent.is_dir()):
@@ -60,7 +65,9 @@ def run(
     )
 
 
-def _classifier(checkpoint: Path, data: Path, device: str, json_output: bool, console) -> None:
+def _classifier(
+    checkpoint: Path, data: Path, device: str, json_output: bool, console, plot: Path | None
+) -> None:
     """A classifier on labelled texts: a TSV file or a folder of label folders, or the
     validation split of a labelled dataset made with its tokenizer."""
     model, config, tokenizer, where = load(checkpoint, device, task="classify")
@@ -82,6 +89,11 @@ def _classifier(checkpoint: Path, data: Path, device: str, json_output: bool, co
         truth = np.array([names.index(label) for label in examples.labels])
     predicted = classify.probabilities(model, texts, where).argmax(1)
     figures = classify.metrics(truth, predicted, names)
+    if plot:
+        title = f"{Path(checkpoint).name} on {Path(data).name}: accuracy {figures['accuracy']:.1%}"
+        confusion = figures["confusion"]
+        atomic_write(plot, lambda path: confusion_matrix(confusion, names, path, title))
+        console.print(f"confusion matrix: {plot}", highlight=False)
     if json_output:
         sys.stdout.write(json.dumps(figures) + "\n")
         return
