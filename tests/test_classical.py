@@ -314,3 +314,21 @@ def test_an_ngram_scores_a_block_of_rows_at_a_time_with_the_same_result(monkeypa
     blocked, _ = model(ids)
     assert torch.equal(whole, blocked)
     assert torch.equal(model.initial_logits(5)[0], model.initial_logits(1)[0])
+
+
+def test_a_counting_model_leaves_the_allocator_as_it_is(monkeypatch):
+    """keep_freed_memory makes glibc keep every freed block for the next training step; an
+    n-gram's scoring makes temporaries of every size, which the heap would then hold on to
+    (a word-level trigram went past 20 GB). Only models trained by gradient ask for it."""
+    from arlm.settings import TrainConfig
+    from arlm.training import trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append(1))
+    ids = np.random.default_rng(0).integers(0, 9, 300)
+    config = TrainConfig(device="cpu", max_steps=1, epochs=None)
+    trainer_module.Trainer(ngram(ids.tolist(), 2, 9), ids, ids[:50], config)
+    assert calls == []
+    model = build_model(ModelConfig(kind="gru", vocab_size=9, hidden_size=8, embedding_dim=8))
+    trainer_module.Trainer(model, ids, ids[:50], config)
+    assert calls == [1]

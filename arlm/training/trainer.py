@@ -102,8 +102,11 @@ class Trainer:
         check_split(config.batch_size, self.world.size)
         self.device = pick_device(config.device)
         self.model = model.to(self.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # no page faults on the big per-step buffers (arlm.runtime)
+        if self.device.type == "cpu" and not model.counted:
+            # no page faults on the big per-step buffers (arlm.runtime); not for a counting
+            # model, whose scoring makes temporaries of every size, which the heap then keeps
+            # (WikiText-2 words: past 20 GB)
+            keep_freed_memory()
         self.by_sequence = config.sequences != "stream"
         self.source = make_source(train_ids, val_ids, config, specials, self.world)
         self.warnings = self.source.warnings()  # for the caller to show; the trainer never prints
