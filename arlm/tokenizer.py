@@ -247,23 +247,8 @@ def _proto_entry(number: int, value: bytes) -> bytes:
 
 def _proto_without(message: bytes, unwanted: int) -> bytes:
     """`message` with every value of field `unwanted` taken out, the rest byte for byte."""
-    kept, pos = bytearray(), 0
-    while pos < len(message):
-        start = pos
-        key, pos = _varint(message, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _varint(message, pos)
-        elif wire == 2:
-            size, pos = _varint(message, pos)
-            pos += size
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        if number != unwanted:
-            kept += message[start:pos]
-    return bytes(kept)
+    return b"".join(message[start:end] for number, _, start, end in _proto_entries(message)
+                    if number != unwanted)  # fmt: skip
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -283,9 +268,15 @@ def _proto_field(message: bytes, wanted: int) -> bytes | int | None:
 
 def _proto_fields(message: bytes, wanted: int) -> list[bytes | int]:
     """Every value of field `wanted` in a serialized protobuf message, in order."""
-    values = []
+    return [value for number, value, _, _ in _proto_entries(message) if number == wanted]
+
+
+def _proto_entries(message: bytes) -> Iterator[tuple[int, bytes | int | None, int, int]]:
+    """Each field of a serialized protobuf message: (number, value, start, end), where
+    message[start:end] is the whole entry (key and value) and a fixed-width value is None."""
     pos = 0
     while pos < len(message):
+        start = pos
         key, pos = _varint(message, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
@@ -297,9 +288,7 @@ def _proto_fields(message: bytes, wanted: int) -> list[bytes | int]:
             value, pos = None, pos + (8 if wire == 1 else 4)
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
-        if number == wanted:
-            values.append(value)
-    return values
+        yield number, value, start, pos
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
