@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from arlm.models.classifier import Classifier
+from arlm.sequences import padded
 from arlm.tokenizer import Tokenizer
 
 BATCH = 64  # texts scored at once
@@ -21,10 +22,7 @@ def probabilities(model: Classifier, texts: list[np.ndarray], device: torch.devi
     order = np.argsort([len(t) for t in texts], kind="stable")
     for start in range(0, len(order), BATCH):
         rows = order[start : start + BATCH]
-        lengths = np.array([max(1, len(texts[i])) for i in rows])
-        ids = np.zeros((len(rows), lengths.max()), dtype=np.int64)
-        for row, i in enumerate(rows):
-            ids[row, : len(texts[i])] = texts[i]
+        ids, lengths = padded([texts[i] for i in rows])
         scores = model(torch.from_numpy(ids).to(device), torch.from_numpy(lengths))
         out[rows] = torch.softmax(scores.float(), -1).cpu().numpy()
     return out

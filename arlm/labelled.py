@@ -105,6 +105,12 @@ def split(examples: Examples, fraction: float, seed: int = 0) -> tuple[Examples,
     return examples.take(np.sort(order[held:])), examples.take(np.sort(order[:held]))
 
 
+def read_split(path: Path, val: Path | None, fraction: float) -> tuple[Examples, Examples]:
+    """The training and validation texts of `path`: `val`'s texts, or a random `fraction`."""
+    examples = read(path)
+    return (examples, read(val)) if val is not None else split(examples, fraction)
+
+
 def build(
     out: Path,
     train: Examples,

@@ -197,3 +197,13 @@ def evaluate(
     finally:
         model.train(was_training)
     return total / count, count
+
+
+def padded(texts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Texts' ids in rows (B, the longest), each text first and pads (0) after, and the
+    texts' lengths (B,); an empty text counts one pad, so that every row has a last token."""
+    lengths = np.array([max(1, len(t)) for t in texts], dtype=np.int64)
+    ids = np.zeros((len(texts), lengths.max()), dtype=np.int64)
+    for row, text in enumerate(texts):
+        ids[row, : len(text)] = text
+    return ids, lengths

@@ -128,12 +128,8 @@ def _labelled(corpus, builtin, val, val_fraction, out: Path, options: tuple) -> 
             path.write_text(LABELLED_BUILTINS[builtin](), encoding="utf-8")
         else:
             path = corpus[0]
-        examples = labelled.read(path)
-        if val is not None:
-            train, held = examples, labelled.read(val)
-        else:
-            fraction = data.VAL_FRACTION if val_fraction is None else val_fraction
-            train, held = labelled.split(examples, fraction)
+        fraction = data.VAL_FRACTION if val_fraction is None else val_fraction
+        train, held = labelled.read_split(path, val, fraction)
         return labelled.build(out, train, held, *options)
 
 

@@ -245,11 +245,12 @@ def _tokenize(values: dict, source: data.Source, out: Path, aside: Path, console
     TSV file (BPE), unless that is done already; `--val FILE` is the validation text. An
     older dataset there is moved to `aside`: the old run keeps it until this one can start."""
     path, val, task = Path(values["data"]), values.get("val"), values.get("task", "lm")
+    val_source = _text_source(Path(val)) if val else None
+    made_from = [source.sha256, val_source.sha256 if val_source else None, task]
     target = out / checkpoint.DATASET
     if target.is_dir():
         try:
-            meta = data.load_meta(target)
-            if meta.get("made_from") == _made_from(source, val, task):
+            if data.load_meta(target).get("made_from") == made_from:
                 return target
         except Exception:  # a damaged leftover: tokenize again
             pass
@@ -257,21 +258,15 @@ def _tokenize(values: dict, source: data.Source, out: Path, aside: Path, console
     held = f"{val} for validation" if val else "10% for validation"
     if task == "classify":
         console.print(f"tokenizing {path} (labelled texts, BPE, {held}) into {target}")
-        examples = labelled.read(path)
-        train, held_out = (examples, labelled.read(val)) if val else labelled.split(examples, 0.1)
+        train, held_out = labelled.read_split(path, val, 0.1)
         labelled.build(target, train, held_out, force=True)
     else:
         console.print(f"tokenizing {path} (characters, {held}) into {target}")
-        val_sources = [_text_source(Path(val))] if val else None
+        val_sources = [val_source] if val_source else None
         data.build(target, [source], val_sources, model_type="char", force=True)
-    meta = data.load_meta(target) | {"made_from": _made_from(source, val, task)}
-    write_json(target / "meta.json", meta)
+    # what it came from, so that a run on the same files reuses it
+    write_json(target / "meta.json", data.load_meta(target) | {"made_from": made_from})
     return target
-
-
-def _made_from(source: data.Source, val: str | None, task: str) -> list:
-    """What a dataset made by `arlm train --data FILE` came from: reused when that matches."""
-    return [source.sha256, _text_source(Path(val)).sha256 if val else None, task]
 
 
 def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World) -> Trainer:

@@ -175,11 +175,7 @@ class LabelledBatch:
 
 
 def labelled_batch(split, rows: np.ndarray) -> LabelledBatch:
-    texts = [split.text(int(i)) for i in rows]
-    lengths = np.array([len(t) for t in texts])
-    inputs = np.zeros((len(texts), lengths.max()), dtype=np.int64)
-    for row, text in enumerate(texts):
-        inputs[row, : len(text)] = text
+    inputs, lengths = seqs.padded([split.text(int(i)) for i in rows])
     labels = split.labels[rows].astype(np.int64)
     return LabelledBatch(*(torch.from_numpy(a) for a in (inputs, lengths, labels)))
 
