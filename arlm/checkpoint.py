@@ -6,6 +6,7 @@
                          trainer state (optimizer, counters, RNG states, carried hidden state) in
                          one file, so that it can never be half old and half new
     tokenizer.model      a copy of the dataset's tokenizer
+    target.model         seq2seq: a copy of the targets' tokenizer, when they have their own
     metrics.jsonl        one JSON object per logged step and per evaluation
     learning_curve.png   train and validation loss against tokens seen
     dataset/             the tokens of --data when it was a text file (an arlm dataset)
@@ -29,11 +30,12 @@ from typing import NamedTuple
 
 import torch
 
-from arlm.data import LABELLED_FILES
+from arlm.data import TASK_FILES
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write, read_versioned
 from arlm.models import LanguageModel, ModelConfig, all_finite, build_model, device_of
 from arlm.models.classifier import Classifier
+from arlm.models.seq2seq import Seq2Seq
 from arlm.tensorfile import on_cpu, read_tensors, write_cpu_tensors, write_tensors  # noqa: F401 (checkpoint.read_tensors, as before)
 from arlm.tokenizer import Tokenizer
 
@@ -43,9 +45,10 @@ CONFIG = "config.json"
 BEST = "model.safetensors"
 LAST = "last.safetensors"
 TOKENIZER = "tokenizer.model"
+TARGET_TOKENIZER = "target.model"  # seq2seq: the targets' tokenizer, when it is not the sources'
 METRICS = "metrics.jsonl"
 CURVE = "learning_curve.png"
-FILES = (CONFIG, BEST, LAST, TOKENIZER, METRICS, CURVE)
+FILES = (CONFIG, BEST, LAST, TOKENIZER, TARGET_TOKENIZER, METRICS, CURVE)
 DATASET = "dataset"
 # what a killed run leaves while writing NAME: ".NAME.tmp-PID" (atomic_write), and
 # ".dataset.partial-PID" or ".dataset.old-PID" (data.build's staging)
@@ -68,7 +71,7 @@ def _owned(entry: Path) -> bool:
         return False
     if entry.is_dir():
         return _named(entry.name, (DATASET,)) and all(
-            child.is_file() and not child.is_symlink() and _named(child.name, LABELLED_FILES)
+            child.is_file() and not child.is_symlink() and _named(child.name, TASK_FILES)
             for child in entry.iterdir()
         )
     return entry.is_file() and _named(entry.name, FILES)
@@ -274,6 +277,9 @@ def _build(config: dict, tensors: dict, path: Path, device) -> LanguageModel:
     if train.get("task", "lm") == "classify":  # a classifier: its labels are the data's
         labels = len(config["data"]["labels"])
         model = Classifier(model_config, labels, train.get("pooling", "last"))
+    elif train.get("task", "lm") == "seq2seq":  # the decoder's vocabulary is the targets'
+        target_vocab = config["data"]["target_vocab_size"]
+        model = Seq2Seq(model_config, target_vocab, train.get("attention", "none"))
     else:
         model = build_model(model_config)
     try:
@@ -314,6 +320,22 @@ def load_for_use(folder: Path, device: str | torch.device = "cpu") -> Loaded:
             "dataset folder"
         )
     return Loaded(model.eval(), config, tokenizer, device_of(model))
+
+
+def target_tokenizer(folder: Path, loaded: Loaded) -> Tokenizer:
+    """A seq2seq checkpoint's targets' tokenizer: the sources' where the sides share one, else
+    target.model, checked to be the one the decoder trained with."""
+    expected = loaded.config["data"].get("target_tokenizer_sha256")
+    if expected is None:
+        return loaded.tokenizer
+    path = Path(folder) / TARGET_TOKENIZER
+    tokenizer = Tokenizer.load(path) if path.is_file() else None
+    if tokenizer is None or tokenizer.sha256 != expected:
+        raise ArlmError(
+            f"{path} is not the target tokenizer this model was trained with: copy it back from "
+            "the dataset folder"
+        )
+    return tokenizer
 
 
 def load_last(folder: Path) -> tuple[LanguageModel, dict]:

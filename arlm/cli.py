@@ -108,19 +108,30 @@ def tokenize(
         typer.Option(help="Reuse this tokenizer.model (or dataset folder): encode only."),
     ] = None,
     builtin: Annotated[
-        Literal["python-docs", "python-modules"] | None,
+        Literal["python-docs", "python-modules", "dates"] | None,
         typer.Option(
             help="Use a corpus that ships with Python instead of files: python-docs (text), "
-            "python-modules (docstrings labelled by package, for --task classify)."
+            "python-modules (docstrings labelled by package: a corpus to classify), dates "
+            "(dates in many human forms, each with its ISO 8601 form, made on the fly: a "
+            "seq2seq corpus)."
         ),
     ] = None,
     task: Annotated[
-        Literal["lm", "classify"],
+        Literal["lm", "classify", "seq2seq"],
         typer.Option(
             help="lm: a text to model; classify: labelled texts (LABEL<TAB>TEXT lines, or a "
-            "folder of label folders) for a classifier."
+            "folder of label folders) for a classifier; seq2seq: pairs (SOURCE<TAB>TARGET "
+            "lines)."
         ),
     ] = "lm",
+    separate_vocab: Annotated[
+        bool,
+        typer.Option(
+            "--separate-vocab",
+            help="--task seq2seq: a tokenizer for the sources and another for the targets "
+            "(two languages), instead of one for both.",
+        ),
+    ] = False,
     text: Annotated[str | None, typer.Option(help="Show the pieces and ids of this text.")] = None,
     decode: Annotated[
         str | None, typer.Option(help='Print the text of these ids, e.g. "12 7 99".')
@@ -172,6 +183,7 @@ def tokenize(
         lemmatize=lemmatize,
         language=language,
         task=task,
+        separate_vocab=separate_vocab,
     )
 
 
@@ -213,7 +225,8 @@ def _config_defaults() -> dict[str, object]:
 TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainCommand)
     "data_path": (
         "A dataset folder (arlm tokenize), or a text file; with --task classify, a labelled "
-        "dataset or a LABEL<TAB>TEXT file."
+        "dataset or a LABEL<TAB>TEXT file; with --task seq2seq, a dataset of pairs or a "
+        "SOURCE<TAB>TARGET file."
     ),
     "val": "With --data FILE: the validation text (or labelled texts). \\[default: 10% of FILE]",
     "out": "Checkpoint folder. \\[default: checkpoints/MODEL]",
@@ -302,7 +315,14 @@ TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainComma
         "Read the text right to left: generate writes the text before the prompt, eval scores "
         "backwards."
     ),
-    "task": "lm: a language model; classify: a classifier of texts (a --task classify dataset).",
+    "task": (
+        "lm: a language model; classify: a classifier of texts (a --task classify dataset); "
+        "seq2seq: an encoder and a decoder mapping texts to texts (a --task seq2seq dataset)."
+    ),
+    "attention": (
+        "Seq2seq: none: the decoder sees the source through the context vector alone; luong "
+        "(multiplicative) or bahdanau (additive): it also looks at every source token."
+    ),
     "pooling": "Classify: what the label is read from: the last state, or the mean over the text.",
     "class_weights": "Classify: weigh each label's loss by 1 / its share of the training texts.",
     "config": "TOML file with these settings.",
@@ -393,9 +413,10 @@ def train(
     padding: Literal["pre", "post"] | None = None,
     max_length: int | None = None,
     reverse: Annotated[bool | None, typer.Option("--reverse")] = None,
-    task: Literal["lm", "classify"] | None = None,
+    task: Literal["lm", "classify", "seq2seq"] | None = None,
     pooling: Literal["last", "mean"] | None = None,
     class_weights: bool | None = None,
+    attention: Literal["none", "luong", "bahdanau"] | None = None,
     config: Path | None = None,
     resume: Path | None = None,
     log_every: int = 10,
@@ -495,7 +516,8 @@ def eval_command(
         typer.Option(
             "--data",
             help="A text file, or a dataset folder (its val.bin); for a classifier, a "
-            "LABEL<TAB>TEXT file or a labelled dataset.",
+            "LABEL<TAB>TEXT file or a labelled dataset; for seq2seq, a SOURCE<TAB>TARGET file "
+            "or a dataset of pairs.",
         ),
     ] = None,
     text: Annotated[str | None, typer.Option(help="Score this string.")] = None,
@@ -516,7 +538,8 @@ def eval_command(
 ) -> None:
     """Score text: tokens, loss (nats/token), perplexity, bits per byte and per character, and
     for a word tokenizer perplexity per word (a line end counts as a word, as papers count).
-    A classifier: accuracy, macro-F1, precision and recall per label, the confusion matrix."""
+    A classifier: accuracy, macro-F1, precision and recall per label, the confusion matrix.
+    Seq2seq: exact match, chrF and BLEU of greedy decoding, and the loss per target token."""
     from arlm.commands import eval as command
 
     command.run(
@@ -551,6 +574,45 @@ def classify_command(
 
     command.run(checkpoint=checkpoint, text=text, file=file, top=top, device=device,
                 json_output=json_output, console=console)  # fmt: skip
+
+
+@app.command()
+@clean_errors
+def translate(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A seq2seq model (arlm train --task seq2seq).")
+    ],
+    file: Annotated[
+        Path | None, typer.Argument(help="Texts to map, one a line. \\[default: stdin]")
+    ] = None,
+    text: Annotated[str | None, typer.Option(help="Map this text.")] = None,
+    beam: Annotated[int, typer.Option(help="Beam search width (>1: the most likely output).")] = 1,
+    temperature: Annotated[
+        float, typer.Option(help="Softmax temperature; 0 is greedy, above 0 samples.")
+    ] = 0.0,
+    top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens; 0: all.")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus: the smallest set with mass p.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same samples (same device).")] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(help="Longest output. \\[default: twice the longest training target, +8]"),
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON object per text on stdout.")
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Draw the attention of the --text's decoding to this PNG."),
+    ] = None,
+) -> None:
+    """Map texts with a sequence-to-sequence model: greedy decoding, beam search (--beam) or
+    sampling (--temperature above 0), one output line per input line."""
+    from arlm.commands import translate as command
+
+    command.run(checkpoint=checkpoint, text=text, file=file, beam=beam, temperature=temperature,
+                top_k=top_k, top_p=top_p, seed=seed, max_tokens=max_tokens, device=device,
+                json_output=json_output, console=console, plot=plot)  # fmt: skip
 
 
 @app.command()

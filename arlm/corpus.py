@@ -49,5 +49,60 @@ def python_modules() -> str:
     return "".join(f"{label}\t{text}\n" for label, text in rows)
 
 
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+          "September", "October", "November", "December")  # fmt: skip
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DATE_FORMS = (  # how people write a date; {d} day, {m} month number, {M} month name, {y} year
+    "{d} {M} {y}",  # 7 December 2026
+    "{M} {d}, {y}",  # December 7, 2026
+    "{Mon} {d}, {y}",  # Dec 7, 2026
+    "{d} {Mon} {y}",  # 7 Dec 2026
+    "{M} {th}, {y}",  # December 7th, 2026
+    "the {th} of {M}, {y}",  # the 7th of December, 2026
+    "{W}, {M} {d}, {y}",  # Monday, December 7, 2026
+    "{Wd} {d} {Mon} {y}",  # Mon 7 Dec 2026
+    "{dd}.{mm}.{y}",  # 07.12.2026: day first, as much of Europe writes it
+    "{mm}/{dd}/{y}",  # 12/07/2026: month first, as the United States writes it
+    "{y}/{mm}/{dd}",  # 2026/12/07
+    "{d}-{Mon}-{y}",  # 7-Dec-2026
+    "{M_upper} {d} {y}",  # DECEMBER 7 2026
+    "{th} {m_lower} {y}",  # 7th december 2026
+)
+
+
+def dates(count: int = 22_000, seed: int = 0) -> str:
+    """A sequence-to-sequence corpus (`--task seq2seq`) as TSV, made on the fly: `count` dates
+    between 1900 and 2099 written in one of DATE_FORMS, each with its ISO 8601 form
+    (1999-03-05). Every form says which number is the day: the dots are day first, the slashes
+    month first, so each line has one right answer."""
+    import datetime
+    import random
+
+    rng = random.Random(seed)
+    first = datetime.date(1900, 1, 1)
+    days = (datetime.date(2099, 12, 31) - first).days
+    lines = []
+    for _ in range(count):
+        date = first + datetime.timedelta(days=rng.randrange(days + 1))
+        month, suffix = MONTHS[date.month - 1], _ordinal(date.day)
+        fields = {
+            "d": date.day, "dd": f"{date.day:02d}", "m": date.month, "mm": f"{date.month:02d}",
+            "y": date.year, "M": month, "Mon": month[:3], "M_upper": month.upper(),
+            "m_lower": month.lower(), "th": f"{date.day}{suffix}",
+            "W": WEEKDAYS[date.weekday()], "Wd": WEEKDAYS[date.weekday()][:3],
+        }  # fmt: skip
+        lines.append(f"{rng.choice(DATE_FORMS).format(**fields)}\t{date.isoformat()}\n")
+    return "".join(lines)
+
+
+def _ordinal(day: int) -> str:
+    """The suffix of an ordinal day: 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, ..."""
+    if 11 <= day <= 13:
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+
+
 BUILTINS: dict[str, Callable[[], str]] = {"python-docs": python_docs}
 LABELLED_BUILTINS: dict[str, Callable[[], str]] = {"python-modules": python_modules}
+PAIR_BUILTINS: dict[str, Callable[[], str]] = {"dates": dates}

@@ -36,9 +36,14 @@ from arlm.streams import Window, batchify, windows  # noqa: F401  (data.batchify
 FORMAT = "arlm-dataset"
 FORMAT_VERSION = 1
 DATASET_FILES = ("tokenizer.model", "train.bin", "val.bin", "meta.json")
-# a labelled dataset (arlm.labelled) adds where each text starts and its label
-_PARTS = [f"{split}.{part}.bin" for split in ("train", "val") for part in ("offsets", "labels")]
-LABELLED_FILES = (*DATASET_FILES, *_PARTS)
+# a labelled dataset (arlm.labelled) adds where each text starts and its label; a dataset of
+# pairs (arlm.pairs), where each source starts, the targets, and maybe their own tokenizer
+_PARTS = ("offsets", "labels", "target", "target.offsets")
+TASK_FILES = (
+    *DATASET_FILES,
+    "target.model",
+    *(f"{split}.{part}.bin" for split in ("train", "val") for part in _PARTS),
+)
 BLOCK_BYTES = 4 << 20  # read and encode this much text at a time
 SAMPLE_BYTES = 16 << 20  # the tokenizer trains on at most this much text (a random line sample)
 INVALID_UTF8 = ("refuse", "replace")
@@ -436,12 +441,8 @@ def load_meta(folder: Path) -> dict:
     fix = "re-create it with `arlm tokenize`"
     meta = read_versioned(Path(folder) / "meta.json", FORMAT, FORMAT_VERSION, "dataset", fix)
     path = Path(folder) / "tokenizer.model"
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as error:
-        raise ArlmError(f"cannot read {path} ({error.strerror}): {fix}") from None
     recorded = meta.get("tokenizer")
-    if not isinstance(recorded, dict) or recorded.get("sha256") != digest:
+    if not isinstance(recorded, dict) or recorded.get("sha256") != sha256_of(path):
         raise ArlmError(
             f"{path} is not the tokenizer the ids of {folder} were made with (its checksum is "
             f"not meta.json's): put the right one back, or re-tokenize with `arlm tokenize`"
@@ -449,11 +450,21 @@ def load_meta(folder: Path) -> dict:
     return meta
 
 
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file (a tokenizer's); an unreadable one is refused with what to do."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as error:
+        raise ArlmError(
+            f"cannot read {path} ({error.strerror}): re-create it with `arlm tokenize`"
+        ) from None
+
+
 def open_ids(folder: Path, split: str = "train") -> np.ndarray:
     """The ids of one split as a read-only memory map (nothing is read until it is used)."""
     meta = load_meta(folder)
     if meta.get("task", "lm") != "lm":  # labelled texts (arlm.labelled), not one text to model
-        raise UsageError(f"{folder} holds labelled texts for --task {meta['task']}, not a text")
+        raise UsageError(f"{folder} is a dataset for --task {meta['task']}, not a text")
     path = Path(folder) / f"{split}.bin"
     dtype = np.dtype(meta["dtype"])
     expected = meta[split]["tokens"] * dtype.itemsize
@@ -550,3 +561,55 @@ def text_from_dataset(folder: Path, tokenizer: tk.Tokenizer) -> Text:
     if words is None:  # a dataset made before meta.json counted words
         words = _words(tokenizer, tokenizer.decode(ids))
     return Text(ids, meta["val"]["bytes"], meta["val"]["chars"], words)
+
+
+# -- the files of tasks beyond a language model (arlm.labelled, arlm.pairs) ----------------
+
+
+def tsv_rows(path: Path, sides: tuple[str, str], what: str) -> list[tuple[str, str, str]]:
+    """(where, left, right) for each `LEFT<TAB>RIGHT` line of the UTF-8 file `path` (blank
+    lines skipped; the first tab splits); `sides` names the two sides in errors, `what` a line."""
+    path, form = Path(path), "<TAB>".join(side.upper() for side in sides)
+    if not path.is_file():
+        raise ArlmError(f"{path} does not exist: give a TSV file of {form} lines")
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise ArlmError(f"{path} is not UTF-8 text") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        left, tab, right = line.partition("\t")
+        if not tab:
+            raise ArlmError(f"{path}:{number}: no tab after the {sides[0]}: write {form}")
+        if not left.strip() or not right.strip():
+            raise ArlmError(f"{path}:{number}: an empty {sides[0]} or {sides[1]}: write {form}")
+        rows.append((f"{path}:{number}", left, right))
+    if not rows:
+        raise ArlmError(f"{path} holds no {what}: write {form} lines")
+    return rows
+
+
+def hold_out(examples, fraction: float, seed: int = 0) -> tuple:
+    """A random `fraction` of `examples` (labelled texts, pairs: anything with `take(rows)`)
+    held out for validation, the same for the same seed: (kept, held out)."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    held = int(round(len(examples) * fraction))
+    if fraction > 0 and (held == 0 or held == len(examples)):
+        raise ArlmError(
+            f"{len(examples)} texts are too few to hold some out: give more, or --val FILE"
+        )
+    return examples.take(np.sort(order[held:])), examples.take(np.sort(order[:held]))
+
+
+def read_arrays(folder: Path, expected: dict[str, tuple]) -> list[np.ndarray]:
+    """The files `expected` names in `folder`, each checked to hold its count of its dtype."""
+    arrays = []
+    for file, (kind, count) in expected.items():
+        path = Path(folder) / file
+        if not path.is_file() or path.stat().st_size != np.dtype(kind).itemsize * count:
+            raise ArlmError(f"{path} is missing or truncated: re-create it with `arlm tokenize`")
+        arrays.append(np.fromfile(path, dtype=kind))
+    return arrays

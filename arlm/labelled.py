@@ -28,7 +28,7 @@ from arlm.errors import ArlmError, UsageError
 from arlm.formats import write_json
 
 TASK = "classify"
-FILES = data.LABELLED_FILES
+FILES = data.TASK_FILES
 
 
 @dataclass
@@ -53,28 +53,11 @@ def read(path: Path) -> Examples:
     path = Path(path)
     if path.is_dir():
         return _read_folder(path)
-    if not path.is_file():
+    if not path.exists():
         raise ArlmError(f"{path} does not exist: give a TSV file or a folder of label folders")
-    texts, labels, where = [], [], []
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError:
-        raise ArlmError(f"{path} is not UTF-8 text") from None
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
-        label, tab, text = line.partition("\t")
-        if not tab:
-            raise ArlmError(f"{path}:{number}: no tab after the label: write LABEL<TAB>TEXT")
-        if not label.strip() or not text.strip():
-            raise ArlmError(f"{path}:{number}: an empty label or text: write LABEL<TAB>TEXT")
-        texts.append(text)
-        labels.append(label.strip())
-        where.append(f"{path}:{number}")
-    if not texts:
-        raise ArlmError(f"{path} holds no labelled text: write LABEL<TAB>TEXT lines")
-    return Examples(texts, labels, where)
+    rows = data.tsv_rows(path, ("label", "text"), "labelled text")
+    where, labels, texts = (list(column) for column in zip(*rows, strict=True))
+    return Examples(texts, [label.strip() for label in labels], where)
 
 
 def _read_folder(folder: Path) -> Examples:
@@ -94,21 +77,10 @@ def _read_folder(folder: Path) -> Examples:
     return Examples(texts, labels, where)
 
 
-def split(examples: Examples, fraction: float, seed: int = 0) -> tuple[Examples, Examples]:
-    """A random `fraction` of the texts held out for validation (the same for the same seed)."""
-    order = np.random.default_rng(seed).permutation(len(examples))
-    held = int(round(len(examples) * fraction))
-    if fraction > 0 and (held == 0 or held == len(examples)):
-        raise ArlmError(
-            f"{len(examples)} texts are too few to hold some out: give more, or --val FILE"
-        )
-    return examples.take(np.sort(order[held:])), examples.take(np.sort(order[:held]))
-
-
 def read_split(path: Path, val: Path | None, fraction: float) -> tuple[Examples, Examples]:
     """The training and validation texts of `path`: `val`'s texts, or a random `fraction`."""
     examples = read(path)
-    return (examples, read(val)) if val is not None else split(examples, fraction)
+    return (examples, read(val)) if val is not None else data.hold_out(examples, fraction)
 
 
 def build(
@@ -202,7 +174,8 @@ def load_meta(folder: Path) -> dict:
     """The meta of a labelled dataset; a language-model dataset is refused with what to do."""
     meta = data.load_meta(folder)
     if meta.get("task") != TASK:
-        raise UsageError(f"{folder} is a language-model dataset: make one with --task classify")
+        what = "a language-model dataset" if meta.get("task", "lm") == "lm" else "not labelled"
+        raise UsageError(f"{folder} is {what}: make a labelled one with --task classify")
     return meta
 
 
@@ -216,13 +189,7 @@ def open_split(folder: Path, name: str) -> Split:
         f"{name}.offsets.bin": (np.int64, part["texts"] + 1),
         f"{name}.labels.bin": (np.int32, part["texts"]),
     }
-    arrays = []
-    for file, (kind, count) in expected.items():
-        path = folder / file
-        if not path.is_file() or path.stat().st_size != np.dtype(kind).itemsize * count:
-            raise ArlmError(f"{path} is missing or truncated: re-create it with `arlm tokenize`")
-        arrays.append(np.fromfile(path, dtype=kind))
-    ids, offsets, labels = arrays
+    ids, offsets, labels = data.read_arrays(folder, expected)
     if len(labels) and not (0 <= labels.min() and labels.max() < len(meta["labels"])):
         raise ArlmError(f"{folder / (name + '.labels.bin')} holds unknown labels: re-tokenize")
     return Split(ids, offsets, labels)

@@ -1,4 +1,4 @@
-"""The learning curve: train and validation loss against tokens seen."""
+"""Pictures: the learning curve, a classifier's confusion matrix, a seq2seq model's attention."""
 
 from __future__ import annotations
 
@@ -56,6 +56,25 @@ def confusion_matrix(confusion: list[list[int]], labels: list[str], path: Path, 
     axes.set_ylabel("true label")
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, label="share of the true label's texts")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def attention_map(
+    weights: list[list[float]], sources: list[str], outputs: list[str], path: Path, title: str
+) -> None:
+    """A seq2seq model's attention as a PNG: a row per output token, a column per source
+    token, each cell the weight that output's step gave that source token (rows sum to 1)."""
+    width, height = 1.5 + 0.35 * len(sources), 1.2 + 0.35 * len(outputs)
+    figure, axes = plt.subplots(figsize=(max(width, 4), max(height, 3)), dpi=110)
+    image = axes.imshow(weights, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    axes.set_xticks(range(len(sources)), [repr(p)[1:-1] for p in sources], fontsize=8)
+    axes.set_yticks(range(len(outputs)), [repr(p)[1:-1] for p in outputs], fontsize=8)
+    axes.set_xlabel("source token")
+    axes.set_ylabel("output token")
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, label="attention weight")
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)

@@ -183,20 +183,108 @@ def evaluate(
     """Mean loss per target (the end tokens included) over independent sequences."""
     if not sequences:
         raise ArlmError("the evaluation text holds no sequence: give more text")
+
+    def batch_loss(rows: np.ndarray) -> tuple[torch.Tensor, int]:
+        return loss(model, pad([sequences[i] for i in rows], bos, eos), device)
+
+    return _mean_loss(model, sequences, size, batch_loss)
+
+
+def _mean_loss(model, sequences: list, size: int, batch_loss) -> tuple[float, int]:
+    """The mean of `batch_loss(rows)` over batches of `size` rows of similar length (little
+    padding), weighted by the targets each counts; the model in eval mode meanwhile."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     try:
-        lengths = np.array([len(s) for s in sequences])
-        order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
-        for start in range(0, len(order), size):
-            batch = pad([sequences[i] for i in order[start : start + size]], bos, eos)
-            value, n = loss(model, batch, device)
+        for rows in by_length(sequences, size):
+            value, n = batch_loss(rows)
             total += value.item() * n
             count += n
     finally:
         model.train(was_training)
-    return total / count, count
+    return total / max(count, 1), count
+
+
+def by_length(sequences: list, size: int) -> list[np.ndarray]:
+    """The rows of `sequences` in batches of `size`, shortest first."""
+    order = np.argsort([len(s) for s in sequences], kind="stable")
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+# -- pairs of sequences: a source, and the target a decoder writes from it (--task seq2seq) -----
+
+
+@dataclass
+class PairBatch:
+    """Sources (B, S), each first and pads (0) after, their lengths (B,) (on the CPU, where
+    packing reads them), and the targets as a Batch: <s> + target in, target + </s> out."""
+
+    sources: torch.Tensor
+    lengths: torch.Tensor
+    target: Batch
+
+
+def pair_batch(sources: list, targets: list, bos: int, eos: int) -> PairBatch:
+    ids, lengths = padded(sources)
+    return PairBatch(torch.from_numpy(ids), torch.from_numpy(lengths), pad(targets, bos, eos))
+
+
+def pair_loss(model, batch: PairBatch, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Teacher forcing: the mean loss of the target tokens (</s> included), and their count."""
+    inputs, targets = batch.target.inputs.to(device), batch.target.targets.to(device)
+    logits = model(batch.sources.to(device), batch.lengths, inputs)
+    real = targets != IGNORE
+    return F.cross_entropy(logits[real].float(), targets[real]), int(real.sum())
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    model, sources: list, targets: list, bos: int, eos: int, device: torch.device, size: int = 64
+) -> tuple[float, int]:
+    """Mean loss per target token (the end tokens included) over pairs, teacher forced."""
+
+    def batch_loss(rows: np.ndarray) -> tuple[torch.Tensor, int]:
+        batch = pair_batch([sources[i] for i in rows], [targets[i] for i in rows], bos, eos)
+        return pair_loss(model, batch, device)
+
+    return _mean_loss(model, sources, size, batch_loss)
+
+
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)
+
+
+@torch.no_grad()
+def decode(
+    model, sources: list, bos: int, eos: int, max_tokens: int, pick=greedy, size: int = 64
+) -> list[list[int]]:
+    """Each source's output ids (</s> left out), at most `max_tokens`: the decoder started
+    from <s> and fed back the token `pick(logits (B, V)) -> (B,)` chooses at each step (the
+    argmax by default). `model.conditioned` gives the decoder its sources (models.seq2seq)."""
+    out: list[list[int]] = [[] for _ in sources]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for rows in by_length(sources, size):
+            ids, lengths = padded([sources[i] for i in rows])
+            decoder = model.conditioned(torch.from_numpy(ids).to(device), torch.from_numpy(lengths))
+            state = decoder.init_state(len(rows))
+            tokens = torch.full((len(rows),), bos, device=device)
+            running = np.ones(len(rows), dtype=bool)
+            for _ in range(max_tokens):
+                logits, state = decoder(tokens[:, None], state)
+                tokens = pick(logits[:, -1])
+                for j, token in enumerate(tokens.tolist()):
+                    running[j] &= token != eos
+                    if running[j]:
+                        out[rows[j]].append(token)
+                if not running.any():
+                    break
+    finally:
+        model.train(was_training)
+    return out
 
 
 def padded(texts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

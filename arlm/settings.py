@@ -19,7 +19,8 @@ from arlm.sequences import PADDINGS, UNITS
 
 OPTIMIZERS = ("adamw", "sgd", "nt-asgd")
 SCHEDULES = ("cosine", "constant", "plateau")
-TASKS = ("lm", "classify")
+TASKS = ("lm", "classify", "seq2seq")
+ATTENTIONS = ("none", "luong", "bahdanau")  # models.seq2seq
 
 
 @dataclass
@@ -56,8 +57,10 @@ class TrainConfig:
     max_length: int | None = None  # sequences only: cut longer ones
     reverse: bool = False  # the tokens read right to left: a backwards model (data.reading_order)
     task: str = "lm"  # lm: model a text | classify: label texts (arlm.labelled, models.classifier)
+    # | seq2seq: map texts to texts (arlm.pairs, models.seq2seq)
     pooling: str = "last"  # classify: the encoder's output at the last token, or the mean
     class_weights: bool = False  # classify: weigh each label's loss by 1 / its share of texts
+    attention: str = "none"  # seq2seq: none (the context vector alone) | luong | bahdanau
 
     @property
     def backprop_steps(self) -> int:
@@ -106,11 +109,15 @@ class TrainConfig:
         if self.sequences != "stream" and self.reverse:
             raise UsageError("--reverse trains on a stream read backwards: drop --sequences")
         if self.task not in TASKS:
-            raise UsageError(f"--task must be lm or classify, got {self.task!r}")
+            raise UsageError(f"--task must be lm, classify or seq2seq, got {self.task!r}")
         lm_only = [f for f in ("reverse", "ar", "tar", "bptt_jitter") if getattr(self, f)]
-        if self.task == "classify" and (lm_only or self.sequences != "stream"):
+        if self.task != "lm" and (lm_only or self.sequences != "stream"):
             flag = lm_only[0].replace("_", "-") if lm_only else "sequences"
-            raise UsageError(f"--{flag} is for language models, not --task classify: drop it")
+            raise UsageError(f"--{flag} is for language models, not --task {self.task}: drop it")
+        if self.attention not in ATTENTIONS:
+            raise UsageError(f"--attention must be none, luong or bahdanau, got {self.attention!r}")
+        if self.attention != "none" and self.task != "seq2seq":
+            raise UsageError("--attention is between an encoder and a decoder: --task seq2seq")
         if self.max_steps is None and self.epochs is None and self.time_budget is None:
             raise UsageError("give a way to stop: --max-steps, --epochs or --time-budget")
 

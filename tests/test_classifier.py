@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from arlm import labelled
+from arlm import data, labelled
 from arlm.errors import UsageError
 from arlm.models import ModelConfig
 from arlm.models.classifier import Classifier
@@ -35,7 +35,7 @@ def corpus(rows: int = 120, seed: int = 0) -> labelled.Examples:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fruit") / "ds"
-    train, val = labelled.split(corpus(), 0.25)
+    train, val = data.hold_out(corpus(), 0.25)
     meta = labelled.build(folder, train, val, model_type="word")
     return folder, meta
 
@@ -90,7 +90,7 @@ def test_class_weights_make_every_label_weigh_the_same_in_all(dataset):
         (lambda meta: classifier(meta, pooling="max"), "--pooling must be last or mean"),
         (lambda meta: TrainConfig(task="classify", reverse=True).check(), "--reverse is for"),
         (lambda meta: TrainConfig(task="classify", sequences="lines").check(), "--sequences"),
-        (lambda meta: TrainConfig(task="translate").check(), "--task must be lm or classify"),
+        (lambda meta: TrainConfig(task="translate").check(), "--task must be lm, classify or"),
     ],
 )
 def test_what_a_classifier_cannot_be_is_refused(dataset, build, message):

@@ -51,7 +51,7 @@ def test_a_bad_tsv_is_refused_with_the_line(tmp_path, content, message):
 
 def test_a_dataset_keeps_every_text_its_label_and_the_label_set(tmp_path):
     examples = labelled.read(tsv(tmp_path / "a.tsv"))
-    train, val = labelled.split(examples, 0.25)
+    train, val = data.hold_out(examples, 0.25)
     assert len(train) == 30 and len(val) == 10
     assert sorted(train.where + val.where) == sorted(examples.where)  # each text in one split
     meta = labelled.build(tmp_path / "ds", train, val)

@@ -12,12 +12,12 @@ import numpy as np
 from rich.console import Console
 
 from arlm import checkpoint, data, score
-from arlm.errors import UsageError
+from arlm.errors import ArlmError, UsageError
 from arlm.runtime import pick_device, pick_precision
 
 
 def task_of(folder: Path) -> str:
-    """What a checkpoint was trained for: "lm" (a language model) or "classify"."""
+    """What a checkpoint was trained for: "lm" (a language model), "classify" or "seq2seq"."""
     return checkpoint.read_config(folder).get("train", {}).get("task", "lm")
 
 
@@ -26,12 +26,36 @@ def load(folder: Path, device: str, task: str = "lm") -> checkpoint.Loaded:
     one trained for another `task` than the command's is refused with what to run instead."""
     trained_for = task_of(folder)
     if trained_for != task:
-        what = {"lm": "a language model", "classify": "a classifier"}
+        what = {"lm": "a language model", "classify": "a classifier", "seq2seq": "a seq2seq model"}
         raise UsageError(
             f"{folder} is {what.get(trained_for, trained_for)}: this command reads "
             f"{what.get(task, task)}"
         )
     return checkpoint.load_for_use(folder, pick_device(device))
+
+
+def input_lines(text: str | None, file: Path | None, verb: str) -> list[str]:
+    """The texts a command reads: --text, else a file's non-empty lines, else stdin's; `verb`
+    says what it does with them ("label": "give texts to label")."""
+    if text is not None and file is not None:
+        raise UsageError("--text and a FILE both give texts: use one")
+    if text is not None:
+        return [text]
+    if file is not None:
+        if not Path(file).is_file():
+            raise ArlmError(f"{file} does not exist")
+        try:
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ArlmError(f"{file} is not UTF-8 text") from None
+    elif not sys.stdin.isatty():
+        lines = sys.stdin.read().splitlines()
+    else:
+        raise UsageError(f"give texts to {verb}: --text TEXT, a FILE of lines, or lines on stdin")
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise ArlmError(f"no text to {verb}: every line is empty")
+    return lines
 
 
 def stdout_console() -> Console:

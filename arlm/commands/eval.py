@@ -4,6 +4,7 @@ character, and per word for a word tokenizer (arlm.score)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from arlm import classify, labelled
+from arlm import classify, labelled, pairs, sequences, translate
+from arlm.checkpoint import target_tokenizer
 from arlm.commands._shared import load, plot_path, score_checkpoint, stdout_console, task_of
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write
@@ -31,6 +33,13 @@ def run(
     plot: Path | None = None,
 ) -> None:
     """`arlm eval`: the figures on stderr, or as one JSON object on stdout."""
+    if task_of(checkpoint) == "seq2seq":
+        if text is not None or per_token is not None or plot is not None or data is None:
+            raise UsageError(
+                "a seq2seq model is scored on pairs: --data FILE.tsv (SOURCE<TAB>TARGET lines, or "
+                "a dataset of pairs); `arlm translate` maps a text"
+            )
+        return _seq2seq(checkpoint, data, device, json_output, console)
     if task_of(checkpoint) == "classify":
         if text is not None or per_token is not None or data is None:
             raise UsageError(
@@ -113,4 +122,53 @@ def _classifier(
     stdout_console().print(table, confusion)
     console.print(
         f"accuracy {figures['accuracy']:.1%}, macro-F1 {figures['macro_f1']:.3f}", highlight=False
+    )
+
+
+def _seq2seq(checkpoint: Path, data: Path, device: str, json_output: bool, console) -> None:
+    """A seq2seq model on pairs: a SOURCE<TAB>TARGET file, or the validation split of a
+    dataset of pairs made with its tokenizers. Outputs are decoded greedily."""
+    loaded = load(checkpoint, device, task="seq2seq")
+    model, source_tokenizer = loaded.model, loaded.tokenizer
+    target = target_tokenizer(checkpoint, loaded)
+    if Path(data).is_dir() and (Path(data) / "meta.json").is_file():
+        tokenizers = pairs.tokenizers(data)
+        pairs.load_meta(data)  # checks both tokenizers against the ids
+        if [t.sha256 for t in tokenizers] != [source_tokenizer.sha256, target.sha256]:
+            raise ArlmError(f"{data} was tokenized with other tokenizers than {checkpoint}'s")
+        split = pairs.open_split(data, "val")
+        sources = [split.source(i).astype(np.int64) for i in range(len(split))]
+        targets = [split.target(i).astype(np.int64) for i in range(len(split))]
+        texts = [source_tokenizer.decode(s) for s in sources]
+        references = [target.decode(t) for t in targets]
+    else:
+        examples = pairs.read(data)
+        texts, references = examples.sources, examples.targets
+        sources = [np.asarray(source_tokenizer.encode(t), dtype=np.int64) for t in texts]
+        targets = [np.asarray(target.encode(t), dtype=np.int64) for t in references]
+        empty = [w for w, s, t in zip(examples.where, sources, targets, strict=True)
+                 if not len(s) or not len(t)]  # fmt: skip
+        if empty:
+            raise ArlmError(f"{empty[0]}: a side encodes to no token")
+    bos, eos = target.bos_id, target.eos_id
+    loss, count = sequences.evaluate_pairs(model, sources, targets, bos, eos, loaded.device)
+    limit = 2 * max(len(t) for t in targets) + 8
+    outputs = [target.decode(ids) for ids in translate.decode(model, sources, bos, eos, limit)]
+    figures = translate.metrics(outputs, references, texts)
+    figures |= {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": count}
+    if json_output:
+        sys.stdout.write(json.dumps(figures) + "\n")
+        return
+    table = Table(title="exact match by source length", title_justify="left")
+    for column in ("source characters", "pairs", "exact match"):
+        table.add_column(column, justify="right")
+    for part in figures["by_source_length"]:
+        low, high = part["chars"]
+        table.add_row(f"{low}-{high}", f"{part['pairs']:,}", f"{part['exact_match']:.1%}")
+    stdout_console().print(table)
+    console.print(
+        f"{figures['pairs']:,} pairs: exact match {figures['exact_match']:.1%}, chrF "
+        f"{figures['chrf']:.1f}, BLEU {figures['bleu']:.1f}; {count:,} target tokens: loss "
+        f"{loss:.4f} nats/token, perplexity {figures['perplexity']:.2f}",
+        highlight=False,
     )

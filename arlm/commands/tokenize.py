@@ -4,6 +4,7 @@ the pieces and ids of a text, the text of ids."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -12,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import data, labelled, lemmas
+from arlm import data, labelled, lemmas, pairs
 from arlm.commands._shared import print_json
-from arlm.corpus import BUILTINS, LABELLED_BUILTINS
+from arlm.corpus import BUILTINS, LABELLED_BUILTINS, PAIR_BUILTINS
 from arlm.errors import UsageError
 from arlm.tokenizer import DEFAULT_UNK_MARKER, Tokenizer, check_unk_marker
 
@@ -39,6 +40,7 @@ def run(
     lemmatize: bool = False,
     language: str | None = None,
     task: str = "lm",
+    separate_vocab: bool = False,
 ) -> None:
     """`arlm tokenize`: the dataset's table on stderr (and its meta.json on stdout with --json),
     or, with --text or --decode, the inspection on stdout."""
@@ -51,9 +53,15 @@ def run(
         return
     if bool(corpus) == bool(builtin):
         raise UsageError("give corpus files or --builtin NAME (one of the two)")
-    if (builtin in LABELLED_BUILTINS) != (task == "classify") and builtin:
-        wanted = "--task classify" if builtin in LABELLED_BUILTINS else "a language-model corpus"
+    made_for = "classify" if builtin in LABELLED_BUILTINS else "lm"
+    made_for = "seq2seq" if builtin in PAIR_BUILTINS else made_for
+    if builtin and made_for != task:
+        wanted = f"--task {made_for}" if made_for != "lm" else "a language-model corpus"
         raise UsageError(f"--builtin {builtin} is a corpus for {wanted}")
+    if separate_vocab and task != "seq2seq":
+        raise UsageError(
+            "--separate-vocab gives the two sides of pairs a tokenizer each: --task seq2seq"
+        )
     if out is None:
         raise UsageError("--out DIR is required: the folder to write the dataset to")
     if val is not None and val_fraction is not None:
@@ -78,6 +86,15 @@ def run(
     if lemmatize and not lemmas.known(language):  # before reading anything
         raise UsageError(lemmas.UNKNOWN.format(language))
     reused = Tokenizer.load(tokenizer) if tokenizer is not None else None
+    if task == "seq2seq":
+        if lemmatize:
+            raise UsageError("--lemmatize is for a language model or a classifier, not seq2seq")
+        options = (reused, model_type, vocab_size, separate_vocab, force)
+        meta = _pairs(corpus, builtin, val, val_fraction, out, options)
+        _summarize_pairs(meta, out, console)
+        if json_output:
+            print_json(meta)
+        return
     if task == "classify":
         options = (reused, model_type, vocab_size, force, language if lemmatize else None)
         meta = _labelled(corpus, builtin, val, val_fraction, out, options)
@@ -122,15 +139,55 @@ def _labelled(corpus, builtin, val, val_fraction, out: Path, options: tuple) -> 
     corpus) into a labelled dataset (arlm.labelled)."""
     if corpus and len(corpus) > 1:
         raise UsageError("--task classify reads one TSV file or one folder of label folders")
-    with tempfile.TemporaryDirectory(prefix="arlm-") as scratch:
-        if builtin:
-            path = Path(scratch) / f"{builtin}.tsv"
-            path.write_text(LABELLED_BUILTINS[builtin](), encoding="utf-8")
-        else:
-            path = corpus[0]
-        fraction = data.VAL_FRACTION if val_fraction is None else val_fraction
-        train, held = labelled.read_split(path, val, fraction)
+    with _tsv(corpus, builtin, LABELLED_BUILTINS) as path:
+        train, held = labelled.read_split(path, val, _fraction(val_fraction))
         return labelled.build(out, train, held, *options)
+
+
+def _pairs(corpus, builtin, val, val_fraction, out: Path, options: tuple) -> dict:
+    """`--task seq2seq`: a TSV file of pairs (or the built-in dates) into a dataset of pairs
+    (arlm.pairs)."""
+    if corpus and len(corpus) > 1:
+        raise UsageError("--task seq2seq reads one TSV file of SOURCE<TAB>TARGET lines")
+    with _tsv(corpus, builtin, PAIR_BUILTINS) as path:
+        train, held = pairs.read_split(path, val, _fraction(val_fraction))
+        return pairs.build(out, train, held, *options)
+
+
+def _fraction(val_fraction: float | None) -> float:
+    return data.VAL_FRACTION if val_fraction is None else val_fraction
+
+
+@contextlib.contextmanager
+def _tsv(corpus: list[Path] | None, builtin: str | None, builtins: dict):
+    """The TSV file to read: the one given, or the built-in corpus written to a scratch file."""
+    if not builtin:
+        yield corpus[0]
+        return
+    with tempfile.TemporaryDirectory(prefix="arlm-") as scratch:
+        path = Path(scratch) / f"{builtin}.tsv"
+        path.write_text(builtins[builtin](), encoding="utf-8")
+        yield path
+
+
+def _summarize_pairs(meta: dict, out: Path, console: Console) -> None:
+    table = Table(title=f"dataset of pairs {out}", title_justify="left")
+    for column in ("split", "pairs", "source tokens", "target tokens", "longest target"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for name in ("train", "val"):
+        part = meta[name]
+        counts = (part[k] for k in ("pairs", "source_tokens", "target_tokens", "longest_target"))
+        table.add_row(name, *(f"{n:,}" for n in counts))
+    console.print(table)
+    tok, target = meta["tokenizer"], meta["target_tokenizer"]
+    sides = (
+        f"vocabularies {meta['vocab_size']:,} (sources) and {meta['target_vocab_size']:,} (targets)"
+        if target
+        else f"one vocabulary of {meta['vocab_size']:,} for both sides"
+    )
+    console.print(
+        f"{tok['model_type']} tokenizer, {sides}, {meta['seconds']:.1f}s", highlight=False
+    )
 
 
 def _summarize_labelled(meta: dict, out: Path, console: Console) -> None:

@@ -18,13 +18,24 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from arlm import __version__, checkpoint, data, distributed, embed, labelled, recipes, settings
+from arlm import (
+    __version__,
+    checkpoint,
+    data,
+    distributed,
+    embed,
+    labelled,
+    pairs,
+    recipes,
+    settings,
+)
 from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
-from arlm.models import ModelConfig, all_finite, build_model
+from arlm.models import ModelConfig, all_finite, build_model, kinds, model_class
 from arlm.models.base import REGULARISERS
 from arlm.models.classifier import Classifier
+from arlm.models.seq2seq import Seq2Seq
 from arlm.plot import learning_curve
 from arlm.runtime import pick_device
 from arlm.settings import TrainConfig
@@ -118,6 +129,11 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
     train_config.check()
     if model_config.kind == "ngram" and train_config.sequences != "stream":
         raise UsageError("--model ngram counts the stream: drop --sequences")
+    if train_config.task != "lm" and not model_class(model_config.kind).fused:
+        names = ", ".join(kinds(fused=True))  # before tokenizing: refused at once
+        raise UsageError(
+            f"--task {train_config.task} reads texts with {names}, not {model_config.kind}"
+        )
     if values.get("init_from") and train_config.task != "classify":
         raise UsageError("--init-from starts a classifier from a language model: --task classify")
     path = Path(values["data"])
@@ -130,13 +146,7 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
     source = None
     if path.is_dir():
         meta = data.load_meta(path)  # a damaged dataset is refused before anything is written
-        if meta.get("task", "lm") == "classify" != train_config.task:
-            raise UsageError(f"{path} holds labelled texts: train a classifier (--task classify)")
-        if meta.get("task", "lm") != train_config.task:
-            raise UsageError(
-                f"{path} is a language-model dataset: --task classify needs labelled texts "
-                "(arlm tokenize FILE.tsv --task classify)"
-            )
+        _check_task(path, meta.get("task", "lm"), train_config.task)
     else:
         source = _text_source(path)
     created = not out.exists()
@@ -160,7 +170,24 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
         raise
     checkpoint.clear(out, keep=dataset)  # --force: the old run goes once this one can start
     shutil.copyfile(dataset / "tokenizer.model", out / checkpoint.TOKENIZER)
+    if (dataset / pairs.TARGET_TOKENIZER).is_file():  # seq2seq: the targets' own tokenizer
+        shutil.copyfile(dataset / pairs.TARGET_TOKENIZER, out / checkpoint.TARGET_TOKENIZER)
     return trainer, out, dataset
+
+
+def _check_task(path: Path, holds: str, task: str) -> None:
+    """A dataset made for one task cannot train another: say which to run."""
+    if holds == task:
+        return
+    if holds == "classify":
+        raise UsageError(f"{path} holds labelled texts: train a classifier (--task classify)")
+    if holds == "seq2seq":
+        raise UsageError(f"{path} holds pairs of texts: train with --task seq2seq")
+    what = "labelled texts" if task == "classify" else "pairs of texts"
+    raise UsageError(
+        f"{path} is a language-model dataset: --task {task} needs {what} "
+        f"(arlm tokenize FILE.tsv --task {task})"
+    )
 
 
 def _check_out(out: Path, dataset: Path, force: bool) -> None:
@@ -199,6 +226,8 @@ def _new_trainer(
         model = Classifier(model_config, len(meta["labels"]), train_config.pooling)
         if values.get("init_from"):
             model.encoder.load_state_dict(language_model.state_dict())
+    elif train_config.task == "seq2seq":
+        model = Seq2Seq(model_config, meta["target_vocab_size"], train_config.attention)
     else:
         model = build_model(model_config)
     if model.starts_at_unigram:  # no plateau above the unigram level (see start_at_unigram)
@@ -260,6 +289,10 @@ def _tokenize(values: dict, source: data.Source, out: Path, aside: Path, console
         console.print(f"tokenizing {path} (labelled texts, BPE, {held}) into {target}")
         train, held_out = labelled.read_split(path, val, 0.1)
         labelled.build(target, train, held_out, force=True)
+    elif task == "seq2seq":
+        console.print(f"tokenizing {path} (pairs of texts, characters, {held}) into {target}")
+        train, held_out = pairs.read_split(path, val, 0.1)
+        pairs.build(target, train, held_out, model_type="char", force=True)
     else:
         console.print(f"tokenizing {path} (characters, {held}) into {target}")
         val_sources = [val_source] if val_source else None
@@ -273,6 +306,12 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World
     if config.task == "classify":  # labelled texts: ids, offsets and labels (arlm.labelled)
         train, val = labelled.open_split(dataset, "train"), labelled.open_split(dataset, "val")
         return Trainer(model, train, val, config, world=world)
+    if config.task == "seq2seq":  # sources and targets (arlm.pairs); <s>, </s>: the targets'
+        train, val = pairs.open_split(dataset, "train"), pairs.open_split(dataset, "val")
+        _, target = pairs.tokenizers(dataset)
+        specials = {"bos": target.bos_id, "eos": target.eos_id}
+        per_pair = meta["val"]["bytes"] / meta["val"]["pairs"]  # bits per byte of the targets
+        return Trainer(model, train, val, config, per_pair, specials, world)
     train_ids, val_ids = data.open_ids(dataset, "train"), data.open_ids(dataset, "val")
     train_ids = data.reading_order(train_ids, config.reverse)
     val_ids = data.reading_order(val_ids, config.reverse)
@@ -332,9 +371,21 @@ def _describe(trainer: Trainer, dataset: Path) -> dict:
             "val_bytes": meta["val"]["bytes"],
             "val_chars": meta["val"]["chars"],
         }
-        | ({"labels": meta["labels"]} if "labels" in meta else {}),
+        | ({"labels": meta["labels"]} if "labels" in meta else {})
+        | (_pairs_facts(meta) if meta.get("task") == "seq2seq" else {}),
         "device": str(trainer.device),
         "precision": str(trainer.precision).removeprefix("torch."),
+    }
+
+
+def _pairs_facts(meta: dict) -> dict:
+    """What a seq2seq checkpoint keeps of its dataset: the targets' vocabulary and tokenizer
+    (None: the sources'), and the longest training target, which bounds a decoding."""
+    target = meta.get("target_tokenizer")
+    return {
+        "target_vocab_size": meta["target_vocab_size"],
+        "target_tokenizer_sha256": target["sha256"] if target else None,
+        "longest_target": meta["train"]["longest_target"],
     }
 
 
@@ -345,6 +396,11 @@ def _report_start(trainer: Trainer, out: Path, console: Console, recipe: str | N
     c, m = trainer.config, trainer.model.config
     if trainer.counting:
         how = f"counting {len(trainer.train_ids):,} tokens"
+    elif c.task == "seq2seq":
+        how = (
+            f"{len(trainer.lengths):,} pairs, attention {c.attention}, {c.batch_size} per batch, "
+            f"{trainer.steps_per_epoch} steps per pass"
+        )
     elif c.task == "classify":
         how = (
             f"{len(trainer.lengths):,} texts, {len(trainer.model.head.bias)} labels, "
@@ -471,7 +527,7 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
                     window = []
                 metrics(asdict(record))
                 save(record.best, lambda: _plot(out, config))
-                progress.console.print(_eval_line(record), highlight=False)
+                progress.console.print(_eval_line(record, trainer.config.task), highlight=False)
             elif isinstance(record, RollbackRecord):
                 metrics({"rollback": True, **asdict(record)})
                 progress.console.print(
@@ -521,8 +577,13 @@ def _log_steps(window: list[StepRecord], write: Callable[[dict], None]) -> str:
     )
 
 
-def _eval_line(record: EvalRecord) -> str:
+def _eval_line(record: EvalRecord, task: str = "lm") -> str:
     mark = " (best)" if record.best else ""
+    if task == "seq2seq":  # the accuracy: the share of sources decoded to their target exactly
+        return (
+            f"step {record.step}: validation loss {record.val_loss:.4f}, perplexity "
+            f"{record.perplexity:.2f}, exact match {record.accuracy:.1%}{mark}"
+        )
     if record.accuracy is not None:  # a classifier
         return (
             f"step {record.step}: validation loss {record.val_loss:.4f}, "
@@ -585,6 +646,8 @@ def _summary(
             if best.get("accuracy") is not None
             else f"perplexity {best['perplexity']:.2f}, {best['bits_per_byte']:.3f} bits/byte"
         )
+        if trainer.config.task == "seq2seq":
+            figures = f"perplexity {best['perplexity']:.2f}, exact match {best['accuracy']:.1%}"
         table.add_row(
             "best validation", f"loss {best['val_loss']:.4f} at step {best['step']}, {figures}"
         )

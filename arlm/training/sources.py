@@ -39,11 +39,14 @@ def make_source(
     config: TrainConfig,
     specials: dict | None,
     world: World,
-) -> Stream | Sequences | Labelled:
+) -> Stream | Sequences | Labelled | Pairs:
     """The source --sequences picks: a stream (TBPTT), or independent sequences; or, for
-    --task classify, labelled texts (then `train_ids` and `val_ids` are labelled.Split)."""
+    --task classify, labelled texts (then `train_ids` and `val_ids` are labelled.Split), and
+    for --task seq2seq, pairs of texts (pairs.Split)."""
     if config.task == "classify":
         return Labelled(train_ids, val_ids, config)
+    if config.task == "seq2seq":
+        return Pairs(train_ids, val_ids, config, specials)
     if config.sequences == "stream":
         return Stream(train_ids, config, world)
     return Sequences(train_ids, val_ids, config, specials)
@@ -222,3 +225,40 @@ class Labelled(_Batched):
             model.train(was_training)
         self.accuracy = correct / len(self.val)
         return total / len(self.val), len(self.val), 0
+
+
+class Pairs(_Batched):
+    """Pairs of texts (--task seq2seq, arlm.pairs): padded batches of sources of similar
+    length with their targets (translate.PairBatch); validation gives the loss per target
+    token and, as the accuracy, the share of sources whose greedy decoding is their target."""
+
+    def __init__(self, train, val, config: TrainConfig, specials: dict) -> None:
+        if not len(train) or not len(val):
+            raise UsageError("seq2seq needs pairs of texts to train and to validate on")
+        self.train, self.val, self.config = train, val, config
+        self.bos, self.eos = specials["bos"], specials["eos"]
+        self.lengths = np.diff(train.source_offsets)
+
+    def warnings(self) -> list[str]:
+        return []
+
+    def work(self, epoch: int, position: int, step: int):
+        for rows in self.batches(epoch)[position:]:
+            chosen = [int(i) for i in rows]
+            sources = [self.train.source(i) for i in chosen]
+            targets = [self.train.target(i) for i in chosen]
+            yield seqs.pair_batch(sources, targets, self.bos, self.eos)
+
+    def validation_loss(self, model, val_ids, device: torch.device, precision):
+        """(mean loss per target token, tokens scored, 0); the exact-match share is kept in
+        `self.accuracy`: a decoding longer than the longest target cannot match, so none is
+        decoded further."""
+        sources = [self.val.source(i) for i in range(len(self.val))]
+        targets = [self.val.target(i) for i in range(len(self.val))]
+        with autocast(device, precision):
+            loss, count = seqs.evaluate_pairs(model, sources, targets, self.bos, self.eos, device)
+            longest = max(len(t) for t in targets)
+            outputs = seqs.decode(model, sources, self.bos, self.eos, longest + 1)
+        hits = sum(list(o) == t.tolist() for o, t in zip(outputs, targets, strict=True))
+        self.accuracy = hits / len(targets)
+        return loss, count, 0

@@ -150,9 +150,19 @@ class Update:
         self._step_or_skip(skipped, carried)
         return Outcome(loss_value, grad_norm, skipped, counted, seen, position)
 
-    def loss(self, work: Window | seqs.Batch | LabelledBatch, carried: State | None, position: int):
+    def loss(
+        self,
+        work: Window | seqs.Batch | LabelledBatch | seqs.PairBatch,
+        carried: State | None,
+        position: int,
+    ):
         """What one update optimises, its cross-entropy, the state to carry, the targets
         counted, and where the next update starts (what `_Loss`, and so DDP, runs)."""
+        if isinstance(
+            work, seqs.PairBatch
+        ):  # teacher forcing: each target token after those before
+            loss, seen = seqs.pair_loss(self.model, work, self.device)
+            return loss, loss, None, seen, position + 1
         if isinstance(work, LabelledBatch):  # a score per label for each text
             scores = self.model(work.inputs.to(self.device), work.lengths).float()
             loss = F.cross_entropy(scores, work.labels.to(self.device), weight=self.weights)
