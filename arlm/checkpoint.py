@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 
+from arlm.data import TARGET_TOKENIZER as TARGET
 from arlm.data import TASK_FILES
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write, read_versioned
@@ -45,7 +46,7 @@ CONFIG = "config.json"
 BEST = "model.safetensors"
 LAST = "last.safetensors"
 TOKENIZER = "tokenizer.model"
-TARGET_TOKENIZER = "target.model"  # seq2seq: the targets' tokenizer, when it is not the sources'
+TARGET_TOKENIZER = TARGET  # seq2seq: the targets' tokenizer, when it is not the sources'
 METRICS = "metrics.jsonl"
 CURVE = "learning_curve.png"
 FILES = (CONFIG, BEST, LAST, TOKENIZER, TARGET_TOKENIZER, METRICS, CURVE)
@@ -278,7 +279,9 @@ def _build(config: dict, tensors: dict, path: Path, device) -> LanguageModel:
         labels = len(config["data"]["labels"])
         model = Classifier(model_config, labels, train.get("pooling", "last"))
     elif train.get("task", "lm") == "seq2seq":  # the decoder's vocabulary is the targets'
-        target_vocab = config["data"]["target_vocab_size"]
+        target_vocab = config.get("data", {}).get("target_vocab_size")
+        if not isinstance(target_vocab, int):
+            raise ArlmError(f"{path.parent / CONFIG} has no target vocabulary size: retrain")
         model = Seq2Seq(model_config, target_vocab, train.get("attention", "none"))
     else:
         model = build_model(model_config)
@@ -325,12 +328,19 @@ def load_for_use(folder: Path, device: str | torch.device = "cpu") -> Loaded:
 def target_tokenizer(folder: Path, loaded: Loaded) -> Tokenizer:
     """A seq2seq checkpoint's targets' tokenizer: the sources' where the sides share one, else
     target.model, checked to be the one the decoder trained with."""
-    expected = loaded.config["data"].get("target_tokenizer_sha256")
-    if expected is None:
-        return loaded.tokenizer
+    facts = loaded.config["data"]
+    expected = facts.get("target_tokenizer_sha256")
     path = Path(folder) / TARGET_TOKENIZER
-    tokenizer = Tokenizer.load(path) if path.is_file() else None
-    if tokenizer is None or tokenizer.sha256 != expected:
+    if expected is None:  # shared: then the decoder's vocabulary is the sources'
+        tokenizer = loaded.tokenizer
+        expected = tokenizer.sha256
+    else:
+        tokenizer = Tokenizer.load(path) if path.is_file() else None
+    if (
+        tokenizer is None
+        or tokenizer.sha256 != expected
+        or tokenizer.vocab_size != facts.get("target_vocab_size")
+    ):
         raise ArlmError(
             f"{path} is not the target tokenizer this model was trained with: copy it back from "
             "the dataset folder"

@@ -52,7 +52,6 @@ def python_modules() -> str:
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
           "September", "October", "November", "December")  # fmt: skip
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 DATE_FORMS = (  # how people write a date; {d} day, {m} month number, {M} month name, {y} year
     "{d} {M} {y}",  # 7 December 2026
     "{M} {d}, {y}",  # December 7, 2026

@@ -36,12 +36,14 @@ from arlm.streams import Window, batchify, windows  # noqa: F401  (data.batchify
 FORMAT = "arlm-dataset"
 FORMAT_VERSION = 1
 DATASET_FILES = ("tokenizer.model", "train.bin", "val.bin", "meta.json")
+TARGET_TOKENIZER = "target.model"  # a dataset of pairs' targets' tokenizer, when not the sources'
+
 # a labelled dataset (arlm.labelled) adds where each text starts and its label; a dataset of
 # pairs (arlm.pairs), where each source starts, the targets, and maybe their own tokenizer
 _PARTS = ("offsets", "labels", "target", "target.offsets")
 TASK_FILES = (
     *DATASET_FILES,
-    "target.model",
+    TARGET_TOKENIZER,
     *(f"{split}.{part}.bin" for split in ("train", "val") for part in _PARTS),
 )
 BLOCK_BYTES = 4 << 20  # read and encode this much text at a time

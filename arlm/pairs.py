@@ -28,7 +28,7 @@ from arlm.errors import ArlmError, UsageError
 from arlm.formats import write_json
 
 TASK = "seq2seq"
-TARGET_TOKENIZER = "target.model"
+TARGET_TOKENIZER = data.TARGET_TOKENIZER
 
 
 @dataclass
@@ -70,18 +70,23 @@ def build(
     vocab_size: int | None = None,
     separate: bool = False,
     force: bool = False,
+    target_tokenizer: tk.Tokenizer | None = None,
 ) -> dict:
     """Train a tokenizer on `train` (both sides, or one per side with `separate`) unless one
-    is given (then both sides use it), encode both splits into `out`, return the meta."""
+    is given (then both sides use it, or the targets `target_tokenizer`), encode both splits
+    into `out`, and return the meta."""
     started = time.perf_counter()
     if tokenizer is not None and separate:
         raise UsageError("--separate-vocab trains two tokenizers: not with --tokenizer")
-    if tokenizer is None and separate:
+    if tokenizer is not None:
+        source, target = tokenizer, target_tokenizer or tokenizer
+        separate = target_tokenizer is not None
+    elif separate:
         source = data.train_tokenizer(_lines(train.sources), model_type, vocab_size)
         target = data.train_tokenizer(_lines(train.targets), model_type, vocab_size)
     else:
         both = _lines(train.sources + train.targets)
-        source = target = tokenizer or data.train_tokenizer(both, model_type, vocab_size)
+        source = target = data.train_tokenizer(both, model_type, vocab_size)
     with data.staged_dir(out, force, data.TASK_FILES) as stage:
         source.save(stage / "tokenizer.model")
         if separate:
@@ -189,8 +194,8 @@ def open_split(folder: Path, name: str) -> Split:
 
 
 def tokenizers(folder: Path) -> tuple[tk.Tokenizer, tk.Tokenizer]:
-    """The (source, target) tokenizers of a dataset of pairs or a checkpoint: the same one
-    twice where the sides share it."""
+    """The (source, target) tokenizers of a dataset of pairs (or of a folder made like one):
+    the same one twice where the sides share it."""
     folder = Path(folder)
     source = tk.Tokenizer.load(folder / "tokenizer.model")
     target_path = folder / TARGET_TOKENIZER

@@ -233,9 +233,10 @@ def pair_batch(sources: list, targets: list, bos: int, eos: int) -> PairBatch:
 def pair_loss(model, batch: PairBatch, device: torch.device) -> tuple[torch.Tensor, int]:
     """Teacher forcing: the mean loss of the target tokens (</s> included), and their count."""
     inputs, targets = batch.target.inputs.to(device), batch.target.targets.to(device)
-    logits = model(batch.sources.to(device), batch.lengths, inputs)
+    h = model.target_features(batch.sources.to(device), batch.lengths, inputs)
     real = targets != IGNORE
-    return F.cross_entropy(logits[real].float(), targets[real]), int(real.sum())
+    output = model.output
+    return linear_cross_entropy(h[real], output.weight, output.bias, targets[real]), int(real.sum())
 
 
 @torch.no_grad()

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from arlm.errors import ArlmError, UsageError
 from arlm.models import ModelConfig
+from arlm.models.seq2seq import ATTENTIONS
 from arlm.sequences import PADDINGS, UNITS
 
 OPTIMIZERS = ("adamw", "sgd", "nt-asgd")
 SCHEDULES = ("cosine", "constant", "plateau")
 TASKS = ("lm", "classify", "seq2seq")
-ATTENTIONS = ("none", "luong", "bahdanau")  # models.seq2seq
 
 
 @dataclass
@@ -110,7 +110,9 @@ class TrainConfig:
             raise UsageError("--reverse trains on a stream read backwards: drop --sequences")
         if self.task not in TASKS:
             raise UsageError(f"--task must be lm, classify or seq2seq, got {self.task!r}")
-        lm_only = [f for f in ("reverse", "ar", "tar", "bptt_jitter") if getattr(self, f)]
+        lm_only = [
+            f for f in ("reverse", "ar", "tar", "bptt_jitter", "compile") if getattr(self, f)
+        ]
         if self.task != "lm" and (lm_only or self.sequences != "stream"):
             flag = lm_only[0].replace("_", "-") if lm_only else "sequences"
             raise UsageError(f"--{flag} is for language models, not --task {self.task}: drop it")

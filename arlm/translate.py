@@ -11,9 +11,25 @@ import numpy as np
 import torch
 
 from arlm import sequences as seqs
+from arlm.errors import ArlmError
 from arlm.models import device_of
 from arlm.models.seq2seq import Seq2Seq
 from arlm.sample import beam_search, check_sampling, pick
+
+
+def encode(tokenizer, texts: list[str], where: list[str] | None = None) -> list[np.ndarray]:
+    """Each text's ids; one that encodes to no token is refused, with its place if known."""
+    ids = [np.asarray(tokenizer.encode(text), dtype=np.int64) for text in texts]
+    for i, row in enumerate(ids):
+        if not len(row):
+            place = f"{where[i]}: " if where else ""
+            raise ArlmError(f"{place}{texts[i]!r} encodes to no token: give some text")
+    return ids
+
+
+def longest_output(config: dict) -> int:
+    """How many tokens a decoding may take: twice the longest training target, and 8 more."""
+    return 2 * config["data"]["longest_target"] + 8
 
 
 def decode(

@@ -263,7 +263,7 @@ def test_tokenize_train_eval_and_translate_from_the_command_line(tmp_path):
     assert sampled[0] == sampled[1] != ""
     lines = tmp_path / "in.txt"
     lines.write_text("ab\n\nabc\n")
-    assert run_arlm("translate", out, lines).stdout.count("\n") == 2  # blank lines skipped
+    assert run_arlm("translate", out, lines).stdout == "bc\n\nbcd\n"  # a line for each line
     drawn = run_arlm("translate", out, "--text", "abcd", "--plot", tmp_path / "attention.png")
     assert drawn.code == 0 and (tmp_path / "attention.png").read_bytes()[:4] == b"\x89PNG"
     refused = run_arlm("translate", out, lines, "--plot", tmp_path / "two.png")
@@ -303,3 +303,40 @@ def test_bad_seq2seq_input_gets_one_line(tmp_path, args, message):
     result = run_arlm(*(a.format(tmp=tmp_path) for a in args))
     assert result.code != 0 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_two_vocabularies_travel_with_the_checkpoint_and_are_checked(tmp_path):
+    """--separate-vocab: the checkpoint keeps the targets' tokenizer too; one missing or
+    swapped is refused, as is resuming with another attention or on other targets'
+    tokenizer; --tokenizer FOLDER reuses both of a dataset's tokenizers."""
+    rows = shifts(120, seed=4)
+    tsv = tmp_path / "pairs.tsv"
+    pairs_ = zip(rows.sources, rows.targets, strict=True)
+    tsv.write_text("".join(f"{s}\t{t.upper()}\n" for s, t in pairs_))
+    made = run_arlm("tokenize", tsv, "--task", "seq2seq", "--model-type", "char",
+                    "--separate-vocab", "--out", tmp_path / "ds")  # fmt: skip
+    assert made.code == 0 and "(sources) and" in made.stderr, made.stderr
+    out = tmp_path / "s2s"
+    tiny = ("--model", "gru", "--hidden-size", 16, "--embedding-dim", 8, "--num-layers", 1)
+    trained = run_arlm("train", "--task", "seq2seq", "--data", tmp_path / "ds", "--out", out,
+                       *tiny, "--max-steps", 3)  # fmt: skip
+    assert trained.code == 0, trained.stderr
+    assert (out / "target.model").read_bytes() == (tmp_path / "ds" / "target.model").read_bytes()
+    mapped = run_arlm("translate", out, "--text", "abc", "--json")
+    assert mapped.code == 0 and json.loads(mapped.stdout)["text"] == "abc", mapped.stderr
+    reused = run_arlm("tokenize", tsv, "--task", "seq2seq", "--tokenizer", tmp_path / "ds",
+                      "--out", tmp_path / "again")  # fmt: skip
+    assert reused.code == 0 and pairs.load_meta(tmp_path / "again")["target_tokenizer"]
+    shared = run_arlm("tokenize", tsv, "--task", "seq2seq", "--model-type", "char",
+                      "--out", tmp_path / "shared")  # fmt: skip
+    assert shared.code == 0
+    for args, message in (
+        (["--attention", "luong"], "drop --attention"),
+        (["--data", tmp_path / "shared"], "another tokenizer"),
+    ):
+        refused = run_arlm("train", "--resume", out, "--max-steps", 5, *args)
+        assert refused.code != 0 and message in refused.stderr, refused.stderr
+    (out / "target.model").unlink()
+    missing = run_arlm("translate", out, "--text", "abc")
+    assert missing.code == 1 and "not the target tokenizer" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

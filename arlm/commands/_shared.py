@@ -34,9 +34,9 @@ def load(folder: Path, device: str, task: str = "lm") -> checkpoint.Loaded:
     return checkpoint.load_for_use(folder, pick_device(device))
 
 
-def input_lines(text: str | None, file: Path | None, verb: str) -> list[str]:
-    """The texts a command reads: --text, else a file's non-empty lines, else stdin's; `verb`
-    says what it does with them ("label": "give texts to label")."""
+def input_lines(text: str | None, file: Path | None, verb: str, blank: bool = False) -> list[str]:
+    """The texts a command reads: --text, else a file's non-empty lines (all of them with
+    `blank`), else stdin's; `verb` says what it does with them ("give texts to label")."""
     if text is not None and file is not None:
         raise UsageError("--text and a FILE both give texts: use one")
     if text is not None:
@@ -52,10 +52,9 @@ def input_lines(text: str | None, file: Path | None, verb: str) -> list[str]:
         lines = sys.stdin.read().splitlines()
     else:
         raise UsageError(f"give texts to {verb}: --text TEXT, a FILE of lines, or lines on stdin")
-    lines = [line for line in lines if line.strip()]
-    if not lines:
+    if not any(line.strip() for line in lines):
         raise ArlmError(f"no text to {verb}: every line is empty")
-    return lines
+    return lines if blank else [line for line in lines if line.strip()]
 
 
 def stdout_console() -> Console:

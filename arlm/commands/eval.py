@@ -137,6 +137,8 @@ def _seq2seq(checkpoint: Path, data: Path, device: str, json_output: bool, conso
         if [t.sha256 for t in tokenizers] != [source_tokenizer.sha256, target.sha256]:
             raise ArlmError(f"{data} was tokenized with other tokenizers than {checkpoint}'s")
         split = pairs.open_split(data, "val")
+        if not len(split):
+            raise ArlmError(f"{data} holds no validation pairs: re-tokenize with --val FILE")
         sources = [split.source(i).astype(np.int64) for i in range(len(split))]
         targets = [split.target(i).astype(np.int64) for i in range(len(split))]
         texts = [source_tokenizer.decode(s) for s in sources]
@@ -144,15 +146,11 @@ def _seq2seq(checkpoint: Path, data: Path, device: str, json_output: bool, conso
     else:
         examples = pairs.read(data)
         texts, references = examples.sources, examples.targets
-        sources = [np.asarray(source_tokenizer.encode(t), dtype=np.int64) for t in texts]
-        targets = [np.asarray(target.encode(t), dtype=np.int64) for t in references]
-        empty = [w for w, s, t in zip(examples.where, sources, targets, strict=True)
-                 if not len(s) or not len(t)]  # fmt: skip
-        if empty:
-            raise ArlmError(f"{empty[0]}: a side encodes to no token")
+        sources = translate.encode(source_tokenizer, texts, examples.where)
+        targets = translate.encode(target, references, examples.where)
     bos, eos = target.bos_id, target.eos_id
     loss, count = sequences.evaluate_pairs(model, sources, targets, bos, eos, loaded.device)
-    limit = 2 * max(len(t) for t in targets) + 8
+    limit = translate.longest_output(loaded.config)
     outputs = [target.decode(ids) for ids in translate.decode(model, sources, bos, eos, limit)]
     figures = translate.metrics(outputs, references, texts)
     figures |= {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": count}

@@ -89,7 +89,11 @@ def run(
     if task == "seq2seq":
         if lemmatize:
             raise UsageError("--lemmatize is for a language model or a classifier, not seq2seq")
-        options = (reused, model_type, vocab_size, separate_vocab, force)
+        folder = Path(tokenizer) if tokenizer is not None else None
+        # a dataset of pairs (or a seq2seq checkpoint) whose targets have their own tokenizer
+        target = folder / pairs.TARGET_TOKENIZER if folder and folder.is_dir() else None
+        target = Tokenizer.load(target) if target and target.is_file() else None
+        options = (reused, model_type, vocab_size, separate_vocab, force, target)
         meta = _pairs(corpus, builtin, val, val_fraction, out, options)
         _summarize_pairs(meta, out, console)
         if json_output:

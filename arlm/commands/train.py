@@ -111,7 +111,9 @@ def _recipe(values: dict) -> str | None:
     """The recipe for --data and --model (arlm.recipes): from a dataset's meta.json; a text
     file is tokenized as characters. A missing or damaged dataset is refused later."""
     path, kind = values.get("data"), values.get("model") or ModelConfig.kind
-    if values.get("task", "lm") != "lm":  # the recipes are tuned for language models
+    if values.get("task", "lm") == "seq2seq":
+        return "pairs" if kind in kinds(fused=True) else None
+    if values.get("task", "lm") != "lm":  # a classifier keeps the built-in defaults
         return None
     meta = None
     if path is not None and Path(path).is_dir():
@@ -310,7 +312,7 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World
         train, val = pairs.open_split(dataset, "train"), pairs.open_split(dataset, "val")
         _, target = pairs.tokenizers(dataset)
         specials = {"bos": target.bos_id, "eos": target.eos_id}
-        per_pair = meta["val"]["bytes"] / meta["val"]["pairs"]  # bits per byte of the targets
+        per_pair = meta["val"]["bytes"] / max(1, meta["val"]["pairs"])  # per byte of the targets
         return Trainer(model, train, val, config, per_pair, specials, world)
     train_ids, val_ids = data.open_ids(dataset, "train"), data.open_ids(dataset, "val")
     train_ids = data.reading_order(train_ids, config.reverse)
@@ -328,7 +330,8 @@ def _trainer(model, dataset: Path, meta: dict, config: TrainConfig, world: World
 
 def _resume(folder: Path, values: dict, world: World) -> tuple[Trainer, Path, Path]:
     saved = checkpoint.read_config(folder)
-    kept = (*settings.MODEL_FIELDS, "init_embeddings", "init_from", "reverse")
+    kept = (*settings.MODEL_FIELDS, "init_embeddings", "init_from", "reverse", "task", "pooling")
+    kept += ("attention",)
     changed = [k for k in kept if k in values]
     if changed:  # the direction of reading is the model's too
         raise UsageError(
@@ -336,7 +339,11 @@ def _resume(folder: Path, values: dict, world: World) -> tuple[Trainer, Path, Pa
         )
     dataset = Path(values.get("data") or saved["data"]["path"])
     meta = data.load_meta(dataset)
-    if meta["tokenizer"]["sha256"] != saved["data"]["tokenizer_sha256"]:
+    _check_task(dataset, meta.get("task", "lm"), saved.get("train", {}).get("task", "lm"))
+    target = (meta.get("target_tokenizer") or {}).get("sha256")
+    if meta["tokenizer"]["sha256"] != saved["data"]["tokenizer_sha256"] or (
+        target != saved["data"].get("target_tokenizer_sha256")
+    ):
         raise ArlmError(
             f"{dataset} was tokenized with another tokenizer than {folder}: resume on the "
             "dataset it was trained on"

@@ -14,7 +14,7 @@ from rich.console import Console
 from arlm import translate
 from arlm.checkpoint import target_tokenizer
 from arlm.commands._shared import input_lines, load, plot_path, print_json
-from arlm.errors import ArlmError, UsageError
+from arlm.errors import UsageError
 from arlm.formats import atomic_write
 from arlm.plot import attention_map
 from arlm.sample import check_sampling
@@ -46,7 +46,8 @@ def run(
     check_sampling(temperature, top_k, top_p)
     if max_tokens is not None and max_tokens < 1:
         raise UsageError(f"--max-tokens must be positive, got {max_tokens}")
-    texts = input_lines(text, file, "map")
+    lines = input_lines(text, file, "map", blank=True)  # a blank line maps to a blank line
+    texts = [line for line in lines if line.strip()]
     plot = plot_path(plot)
     if plot and len(texts) != 1:
         raise UsageError("--plot draws the attention of one text: give it with --text")
@@ -55,10 +56,8 @@ def run(
         raise UsageError(f"--plot draws attention, and {checkpoint} has none (--attention none)")
     model, config, where = loaded.model, loaded.config, loaded.device
     target = target_tokenizer(checkpoint, loaded)
-    sources = [np.asarray(loaded.tokenizer.encode(line), dtype=np.int64) for line in texts]
-    if not all(len(source) for source in sources):
-        raise ArlmError("a text to map encodes to no token: give some text")
-    limit = max_tokens or 2 * config["data"]["longest_target"] + 8
+    sources = translate.encode(loaded.tokenizer, texts)
+    limit = max_tokens or translate.longest_output(config)
     bos, eos = target.bos_id, target.eos_id
     if beam > 1:
         outputs = [translate.beam(model, s, bos, eos, limit, beam) for s in sources]
@@ -71,7 +70,9 @@ def run(
     if plot:
         _draw(loaded, target, sources[0], outputs[0], plot)
         console.print(f"attention: {plot}", highlight=False)
-    for line, ids in zip(texts, outputs, strict=True):
+    found = iter(outputs)
+    for line in lines:
+        ids = next(found) if line.strip() else []
         output = target.decode(ids)
         if json_output:
             print_json({"text": line, "output": output, "tokens": len(ids)})

@@ -21,7 +21,7 @@ AttentionWrapper.) Encoder and decoder are arlm language models of one fused kin
 the decoder's vocabulary is the target side's.
 
 For decoding, `conditioned` turns the model and a batch of sources into a LanguageModel of
-target texts (Conditioned), which arlm.sample's generate and beam_search run as they run any.
+target texts (Conditioned), which sequences.decode steps and sample.beam_search searches.
 """
 
 from __future__ import annotations
@@ -32,7 +32,15 @@ import torch
 from torch import Tensor, nn
 
 from arlm.errors import UsageError
-from arlm.models.base import LanguageModel, ModelConfig, State, build_model, kinds, model_class
+from arlm.models.base import (
+    LanguageModel,
+    ModelConfig,
+    State,
+    batch_dims,
+    build_model,
+    kinds,
+    model_class,
+)
 
 ATTENTIONS = ("none", "luong", "bahdanau")
 
@@ -99,22 +107,41 @@ class Seq2Seq(LanguageModel):
         mask = torch.arange(steps)[None] < lengths[:, None]
         return memory, mask.to(memory.device), context
 
-    def decode(
+    @property
+    def output(self) -> nn.Linear:
+        """The decoder's output layer: what the features below are read by."""
+        return self.decoder.output
+
+    def decode_features(
         self, ids: Tensor, state: State, memory: Tensor, mask: Tensor
     ) -> tuple[Tensor, State]:
-        """Logits (B, T, V) of the tokens after target ids (B, T), from decoder `state`."""
+        """What the output layer reads (B, T, H) after target ids (B, T), from decoder `state`:
+        the decoder's outputs, or with attention its attentional ones (h~)."""
         h, state = self.decoder.features(ids, state)
         if self.attention is not None:
             h, weights = self.attention(h, memory, mask)
             self.last_weights = None if self.training else weights.detach()
-        return self.decoder.output(h), state
+        return h, state
+
+    def decode(
+        self, ids: Tensor, state: State, memory: Tensor, mask: Tensor
+    ) -> tuple[Tensor, State]:
+        """Logits (B, T, V) of the tokens after target ids (B, T), from decoder `state`."""
+        h, state = self.decode_features(ids, state, memory, mask)
+        return self.output(h), state
+
+    def target_features(self, sources: Tensor, lengths: Tensor, inputs: Tensor) -> Tensor:
+        """Teacher forcing: what the output layer reads (B, T, H) after each token of `inputs`
+        (<s> and the target, padded), the decoder started from the context vector of
+        `sources`. Training takes the loss from here through the output layer, only at the
+        target's tokens (sequences.pair_loss), never whole logits."""
+        memory, mask, context = self.encode(sources, lengths)
+        h, _ = self.decode_features(inputs, context, memory, mask)
+        return h
 
     def forward(self, sources: Tensor, lengths: Tensor, inputs: Tensor) -> Tensor:
-        """Teacher forcing: the logits (B, T, V) after each token of `inputs` (<s> and the
-        target, padded), the decoder started from the context vector of `sources`."""
-        memory, mask, context = self.encode(sources, lengths)
-        logits, _ = self.decode(inputs, context, memory, mask)
-        return logits
+        """The logits (B, T, V) of `target_features`."""
+        return self.output(self.target_features(sources, lengths, inputs))
 
     def conditioned(self, sources: Tensor, lengths: Tensor) -> Conditioned:
         return Conditioned(self, sources, lengths)
@@ -128,14 +155,15 @@ class Conditioned(LanguageModel):
     def __init__(self, model: Seq2Seq, sources: Tensor, lengths: Tensor) -> None:
         super().__init__(model.decoder.config)
         self.model = model
-        self.training = model.training  # generate() puts back the mode it found: the model's
+        self.training = model.training  # beam_search() puts back the mode it found: the model's
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            self.memory, self.mask, self.context = model.encode(sources, lengths)
-        model.train(was_training)
-        decoder_dims = model.decoder.state_batch_dims * len(self.context)
-        self.state_batch_dims = (*decoder_dims[: len(self.context)], 0, 0)
+        try:
+            with torch.no_grad():
+                self.memory, self.mask, self.context = model.encode(sources, lengths)
+        finally:
+            model.train(was_training)
+        self.state_batch_dims = (*batch_dims(model.decoder, self.context), 0, 0)
 
     def init_state(self, batch_size: int) -> State:
         sources = self.memory.shape[0]

@@ -30,10 +30,9 @@ from arlm.training.tbptt import clip_gradients, counted_loss, run_window, to_dev
 
 
 def _embeddings(model: LanguageModel) -> list[torch.Tensor]:
-    """The input embedding matrix, if the model has one (one-hot inputs and the HMM do not)."""
-    if model.has_input_layer and isinstance(model.input, torch.nn.Embedding):
-        return [model.input.weight]
-    return []
+    """The embedding matrices of the model's input layers: none with one-hot inputs or for
+    the HMM; a seq2seq model's encoder and decoder have one each."""
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
 
 
 def make_optimizer(model: LanguageModel, config: TrainConfig) -> torch.optim.Optimizer:
