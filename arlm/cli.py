@@ -476,6 +476,19 @@ def generate(
         float,
         typer.Option(help="Beam search ranks texts by total log-prob / length^ALPHA; 0: by total."),
     ] = 1.0,
+    repetition_penalty: Annotated[
+        float,
+        typer.Option(
+            help="Above 1: lower the score of every token the text already holds (CTRL's "
+            "penalty: a positive logit divided by it, a negative one multiplied); 1: off."
+        ),
+    ] = 1.0,
+    no_repeat_ngram: Annotated[
+        int,
+        typer.Option(
+            help="Never write an N-gram the text already holds (prompt included); 0: off."
+        ),
+    ] = 0,
     device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON object per sample on stdout.")
@@ -504,6 +517,8 @@ def generate(
         device=device,
         json_output=json_output,
         console=console,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram=no_repeat_ngram,
     )
 
 

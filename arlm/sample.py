@@ -78,6 +78,52 @@ def pick(
     return choice if candidates is None else candidates.gather(-1, choice[:, None])[:, 0]
 
 
+@dataclass(frozen=True)
+class Repetition:
+    """What keeps a text from looping. `penalty` above 1 lowers the score of every token the
+    text already holds, prompt included (CTRL, Keskar et al., 2019: a positive score divided by
+    it, a negative one multiplied); `ngram` N above 0 forbids each token that would complete an
+    N-gram the text already holds (fairseq's and Hugging Face's no_repeat_ngram_size). Both
+    off by default: `penalty` 1, `ngram` 0."""
+
+    penalty: float = 1.0
+    ngram: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.penalty < math.inf:  # nan fails both comparisons
+            raise UsageError(
+                f"--repetition-penalty must be a finite number > 0 (1 is off), got {self.penalty}"
+            )
+        if self.ngram < 0:
+            raise UsageError(f"--no-repeat-ngram must be >= 0 (0 is off), got {self.ngram}")
+
+    @property
+    def active(self) -> bool:
+        return self.penalty != 1 or self.ngram > 0
+
+    def apply(self, scores: Tensor, history: Tensor) -> Tensor:
+        """`scores` (B, V) (logits; log-probabilities in beam search) after the rules, for
+        rows whose texts so far are `history` (B, L). A row whose every token an N-gram would
+        repeat keeps its scores: some token must come."""
+        if not self.active or history.shape[1] == 0:
+            return scores
+        scores = scores.float()
+        if self.penalty != 1:
+            seen = scores.gather(1, history)
+            lowered = torch.where(seen > 0, seen / self.penalty, seen * self.penalty)
+            scores = scores.scatter(1, history, lowered)
+        n, (rows, vocab) = self.ngram, scores.shape
+        if n and history.shape[1] >= n:
+            grams = history.unfold(1, n, 1)  # (B, W, n): every n-gram of each text
+            tail = history[:, history.shape[1] - n + 1 :]  # the n - 1 tokens an n-gram extends
+            repeats = (grams[:, :, :-1] == tail[:, None]).all(-1)  # n = 1: every gram
+            banned = torch.where(repeats, grams[:, :, -1], vocab)  # vocab: a column cut off
+            spare = torch.zeros(rows, 1, device=scores.device)
+            cut = torch.cat([scores, spare], 1).scatter(1, banned, -math.inf)[:, :vocab]
+            scores = torch.where(torch.isfinite(cut).any(-1, keepdim=True), cut, scores)
+        return scores
+
+
 @dataclass
 class Step:
     """One generated token per stream, with the model's own log-probability of it (before any
@@ -97,8 +143,10 @@ def generate(
     top_k: int | None = None,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    repetition: Repetition = Repetition(),
 ) -> Iterator[Step]:
-    """Read `prompt` once, then yield `max_tokens` steps of `num_samples` parallel streams.
+    """Read `prompt` once, then yield `max_tokens` steps of `num_samples` parallel streams,
+    each token drawn after the `repetition` rules.
 
     The state is carried: each new token costs one recurrent step, however long the text. An
     empty prompt starts from `model.initial_logits` (for a recurrent model, the all-zero
@@ -118,10 +166,13 @@ def generate(
         else:
             logits = model.initial_logits(num_samples)
         step = model.stepper(num_samples)  # one token at a time, written out where it pays
+        history = torch.tensor([prompt], dtype=torch.long, device=device).expand(num_samples, -1)
         for _ in range(max_tokens):
-            token = pick(logits, temperature, top_k, top_p, generator)
+            token = pick(repetition.apply(logits, history), temperature, top_k, top_p, generator)
             logprob = torch.log_softmax(logits.float(), -1).gather(-1, token[:, None])[:, 0]
             yield Step(token, logprob)
+            if repetition.active:
+                history = torch.cat([history, token[:, None]], 1)
             logits, state = step(token, state)
     finally:
         model.train(was_training)
@@ -135,6 +186,7 @@ def beam_search(
     beam: int,
     stop_ids: set[int] = frozenset(),
     length_penalty: float = 1.0,
+    repetition: Repetition = Repetition(),
 ) -> tuple[list[int], float]:
     """The most likely continuation of `prompt` that beam search finds. Returns (ids, total
     log-prob). A width of 1 is greedy decoding.
@@ -146,6 +198,7 @@ def beam_search(
     ranks by log-probability per token; 0 ranks by the raw total, which favours stopping early
     since every token lowers it. (GNMT's ((5 + length) / 6)**0.6 was tuned for translation,
     where the source sentence bounds the length; here nothing does, and 1.0 reads plainly.)
+    The `repetition` rules apply to each running text's log-probabilities (prompt included).
     """
     if beam < 1:
         raise UsageError(f"--beam must be at least 1, got {beam}")
@@ -171,7 +224,11 @@ def beam_search(
         scores = torch.zeros(1, device=device)
         finished: list[tuple[float, list[int], float]] = []  # (normalized score, ids, total)
         for length in range(1, max_tokens + 1):
-            logprobs = torch.log_softmax(logits.float(), -1) + scores[:, None]  # (beams, V)
+            logprobs = torch.log_softmax(logits.float(), -1)
+            if repetition.active:
+                texts = torch.tensor([prompt + seq for seq in sequences], device=device)
+                logprobs = repetition.apply(logprobs, texts.view(len(sequences), -1))
+            logprobs = logprobs + scores[:, None]  # (beams, V)
             top = logprobs.flatten().topk(min(beam, logprobs.numel()))
             vocab = logprobs.shape[-1]
             rows, tokens = top.indices // vocab, top.indices % vocab

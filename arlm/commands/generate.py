@@ -12,7 +12,7 @@ from rich.console import Console
 
 from arlm.commands._shared import load, reversed_model
 from arlm.errors import ArlmError, UsageError
-from arlm.sample import Detokenizer, beam_search, check_sampling, generate
+from arlm.sample import Detokenizer, Repetition, beam_search, check_sampling, generate
 from arlm.tokenizer import Tokenizer
 
 
@@ -33,9 +33,12 @@ def run(
     device: str,
     json_output: bool,
     console: Console,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram: int = 0,
 ) -> None:
     """`arlm generate`: the text streamed to stdout, or one JSON object per sample."""
     check_sampling(temperature, top_k, top_p)
+    repetition = Repetition(repetition_penalty, no_repeat_ngram)
     if max_tokens < 0 or num_samples < 1:
         raise UsageError("--max-tokens must be >= 0 and --num-samples >= 1")
     if beam < 1:
@@ -55,13 +58,13 @@ def run(
     if reversed_model(config):  # written right to left: the text ends with the prompt
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else torch.seed())
-        sampling = (max_tokens, num_samples, temperature, top_k, top_p, generator)
+        sampling = (max_tokens, num_samples, temperature, top_k, top_p, generator, repetition)
         found = _leftwards(model, tokenizer, prompt_ids, sampling, beam, length_penalty, stop)
         return _emit_batch(json_output, prompt, *found, backwards=True)
     if beam > 1:
         stop_ids = {tokenizer.eos_id} if tokenizer.eos_id >= 0 else set()
         ids, logprob = beam_search(
-            model, start + prompt_ids, max_tokens, beam, stop_ids, length_penalty
+            model, start + prompt_ids, max_tokens, beam, stop_ids, length_penalty, repetition
         )
         ids = [i for i in ids if i != end]
         text = tokenizer.decode(prompt_ids + ids)[len(tokenizer.decode(prompt_ids)) :]
@@ -77,6 +80,7 @@ def run(
         top_k,
         top_p,
         generator,
+        repetition,
     )
     samples = [Sample(tokenizer, prompt_ids, stop, end) for _ in range(num_samples)]
     streaming = num_samples == 1 and not json_output
@@ -120,7 +124,7 @@ def _leftwards(
     prompt in reading order, their log-probability and their text. As forwards, a sample ends
     with the token that completes a stop string (here its leftmost one), and its text is what
     comes after that string; beam search, as forwards, takes no stop strings."""
-    max_tokens, num_samples, temperature, top_k, top_p, generator = sampling
+    max_tokens, num_samples, temperature, top_k, top_p, generator, repetition = sampling
     context, stops = prompt_ids[::-1], [s for s in stops if s]
     prompt_text = tokenizer.decode(prompt_ids)
 
@@ -129,13 +133,15 @@ def _leftwards(
         return text[: len(text) - len(prompt_text)] if prompt_text else text
 
     if beam > 1:
-        ids, logprob = beam_search(model, context, max_tokens, beam, set(), length_penalty)
+        ids, logprob = beam_search(
+            model, context, max_tokens, beam, set(), length_penalty, repetition
+        )
         found, logprobs, stops = [ids], [logprob], []
     else:
         found, logprobs = [[] for _ in range(num_samples)], [0.0] * num_samples
         done = [False] * num_samples
         steps = generate(model, context, max_tokens, num_samples, temperature, top_k, top_p,
-                         generator)  # fmt: skip
+                         generator, repetition)  # fmt: skip
         for step in steps:
             for i, token in enumerate(step.ids.tolist()):
                 if not done[i]:
