@@ -330,6 +330,10 @@ TRAIN_HELP = {  # `arlm train`'s options -> what --help says of each (TrainComma
     "log_every": "Steps between log lines.",
     "nproc": "Data-parallel processes (runs torchrun; see README).",
     "force": "Start over in an existing --out.",
+    "tensorboard": (
+        "Also write the scalars of metrics.jsonl (loss, validation loss, learning rate, gradient "
+        "norm, clip rate, tokens/s) as TensorBoard events into this folder."
+    ),
 }
 
 
@@ -420,6 +424,7 @@ def train(
     config: Path | None = None,
     resume: Path | None = None,
     log_every: int = 10,
+    tensorboard: Path | None = None,
     nproc: int | None = None,
     force: bool = False,
 ) -> None:

@@ -135,9 +135,9 @@ TRAIN_FIELDS = {name: name for name in TrainConfig.__dataclass_fields__} | {
     "warmup": "warmup_steps"
 }
 OTHER = {"data", "out", "bptt", "log_every", "resume", "force", "config", "init_embeddings"}
-OTHER |= {"init_from", "val"}
+OTHER |= {"init_from", "val", "tensorboard"}
 OTHER_TYPES = {"data": "str", "out": "str", "resume": "str", "config": "str", "bptt": "int"}
-OTHER_TYPES |= {"init_embeddings": "str", "init_from": "str", "val": "str"}
+OTHER_TYPES |= {"init_embeddings": "str", "init_from": "str", "val": "str", "tensorboard": "str"}
 OTHER_TYPES |= {"log_every": "int", "force": "bool", "time_budget": "str"}
 ACCEPTS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 ARTICLE = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text"}

@@ -51,12 +51,15 @@ def run(
     which win over the TOML file at `config_path`, which wins over the recipe and the defaults."""
     values = settings.merge(flags, settings.read_toml(config_path) if config_path else {})
     log_every = values.pop("log_every", 10) or 10
+    board = values.pop("tensorboard", None)
+    if board:
+        Board.check(Path(board))  # before anything is written
     device = pick_device(values.get("device") or "auto")
     world = distributed.from_environment(device)
     if not world.main:  # rank 0 speaks and writes for all
         console = Console(quiet=True)
     try:
-        _train(values, resume, force, console, world, log_every, cpu=device.type == "cpu")
+        _train(values, resume, force, console, world, log_every, board, cpu=device.type == "cpu")
     finally:  # the trainer (and its DDP wrapper) is gone by now: only then leave the group
         distributed.finish(world)
 
@@ -68,6 +71,7 @@ def _train(
     console: Console,
     world: World,
     log_every: int,
+    board: str | None,
     *,
     cpu: bool,
 ) -> None:
@@ -80,10 +84,15 @@ def _train(
             recipes.apply(recipe, values, cpu=cpu), force, console, world
         )
     config = _describe(trainer, dataset) | {"recipe": recipe}
+    tensorboard = Board(Path(board)) if board and world.main else None  # before any file
     if world.main:
         write_json(out / checkpoint.CONFIG, config)
     _report_start(trainer, out, console, recipe)
-    _loop(trainer, out, config, console, log_every)
+    try:
+        _loop(trainer, out, config, console, log_every, tensorboard)
+    finally:
+        if tensorboard:
+            tensorboard.close()
 
 
 def check_parallel(flags: dict, config_path: Path | None, resume: Path | None, n: int) -> None:
@@ -483,7 +492,59 @@ def _save(
     writer.submit(job)
 
 
-def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every: int) -> None:
+class Board:
+    """--tensorboard DIR: the scalars of metrics.jsonl as TensorBoard event files too, so the
+    curves are live in TensorBoard (`tensorboard --logdir DIR`) as training goes."""
+
+    TAGS = {  # a field of metrics.jsonl -> its tag in TensorBoard
+        "loss": "train/loss",
+        "lr": "train/learning_rate",
+        "grad_norm": "train/grad_norm",
+        "clipped": "train/clip_rate",
+        "tokens_per_second": "train/tokens_per_second",
+        "val_loss": "validation/loss",
+        "perplexity": "validation/perplexity",
+        "bits_per_byte": "validation/bits_per_byte",
+        "accuracy": "validation/accuracy",
+    }
+
+    @staticmethod
+    def check(folder: Path) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--tensorboard {folder} is a file: give a folder for the events")
+        try:
+            import tensorboard  # noqa: F401 (what torch.utils.tensorboard writes with)
+        except ImportError:
+            raise UsageError(
+                "--tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from None
+
+    def __init__(self, folder: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        try:
+            self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10)
+        except OSError as error:
+            raise ArlmError(f"cannot write TensorBoard events in {folder}: {error}") from None
+
+    def add(self, record: dict) -> None:
+        for field, tag in self.TAGS.items():
+            value = record.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(tag, value, record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _loop(
+    trainer: Trainer,
+    out: Path,
+    config: dict,
+    console: Console,
+    log_every: int,
+    board: Board | None = None,
+) -> None:
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -506,6 +567,8 @@ def _loop(trainer: Trainer, out: Path, config: dict, console: Console, log_every
     def metrics(record: dict) -> None:  # rank 0 writes for all
         if trainer.world.main:
             checkpoint.append_metrics(out, record)
+        if board and "step" in record:
+            board.add(record)
 
     with _StopOnSignal(trainer, console), progress:
         task = progress.add_task("training", total=1000, status="")
