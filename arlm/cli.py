@@ -637,6 +637,22 @@ def translate(
 
 @app.command()
 @clean_errors
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (arlm train --out).")],
+    out: Annotated[
+        Path | None, typer.Option(help="The file to write. \\[default: CHECKPOINT.onnx, beside it]")
+    ] = None,
+    format: Annotated[Literal["onnx"], typer.Option(help="The format.")] = "onnx",
+) -> None:
+    """Export a language model's one generation step (token and state in, logits and state
+    out) as an ONNX graph, to run with onnxruntime where PyTorch is not installed."""
+    from arlm.commands import export as command
+
+    command.run(checkpoint=checkpoint, out=out, format=format, console=console)
+
+
+@app.command()
+@clean_errors
 def compare(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoint folders.")],
     data_path: Annotated[

@@ -15,6 +15,8 @@ from arlm.errors import ArlmError, UsageError
 from arlm.sample import Detokenizer, Repetition, beam_search, check_sampling, generate
 from arlm.tokenizer import Tokenizer
 
+MAX_SAMPLES = 4096  # samples in one batch: more is a batch no device holds, and no list either
+
 
 def run(
     *,
@@ -39,8 +41,10 @@ def run(
     """`arlm generate`: the text streamed to stdout, or one JSON object per sample."""
     check_sampling(temperature, top_k, top_p)
     repetition = Repetition(repetition_penalty, no_repeat_ngram)
-    if max_tokens < 0 or num_samples < 1:
-        raise UsageError("--max-tokens must be >= 0 and --num-samples >= 1")
+    if max_tokens < 0 or not 1 <= num_samples <= MAX_SAMPLES:
+        raise UsageError(
+            f"--max-tokens must be >= 0 and --num-samples from 1 to {MAX_SAMPLES:,} (one batch)"
+        )
     if beam < 1:
         raise UsageError(f"--beam must be at least 1 (1 is sampling), got {beam}")
     if beam > 1 and num_samples > 1:
