@@ -6,8 +6,9 @@ PyTorch does not (onnxruntime in C, C#, Java, JavaScript, on a phone):
     outputs  logits (B, V), and the state after the token: state0_out ... stateK_out
 
 A text is sampled by feeding each token back with the state, as `arlm generate` does (the
-README's `arlm export` shows the loop). The state starts as zeros, the shape of each state
-input with B = 1: the all-zero state every arlm model starts from.
+README's `arlm export` shows the loop). Each state tensor starts filled with one value, which
+the graph's metadata gives under the state's name: 0 for a recurrent model's state, and V for
+a feed-forward model's window (the id of "before the text").
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def to_onnx(model: LanguageModel, path: Path) -> None:
             "which `arlm eval` and `generate` read from the checkpoint"
         )
     try:
-        import onnx  # noqa: F401 (what torch.onnx writes with)
+        import onnx  # noqa: F401 (what torch.onnx writes with, and the metadata's writer)
     except ImportError:
         raise UsageError("exporting to ONNX needs the onnx package: pip install onnx") from None
+    import onnx
+
     model = model.cpu().eval()
     state = model.init_state(2)  # a batch of 2: no dimension of size 1 to be taken as fixed
     names = state_names(model)
@@ -68,3 +71,9 @@ def to_onnx(model: LanguageModel, path: Path) -> None:
             opset_version=17,
             dynamo=False,  # the TorchScript exporter: the dynamo one cannot trace a fused RNN yet
         )
+    graph = onnx.load(str(path))
+    for name, start in zip(names, state, strict=True):  # what each state starts as
+        value = start.flatten()[0] if start.numel() else torch.tensor(0)
+        assert bool((start == value).all()), "an arlm state starts filled with one value"
+        graph.metadata_props.add(key=name, value=str(int(value)))
+    onnx.save(graph, str(path))
