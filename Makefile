@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The CPU wheel on this machine's disk; override with e.g. `make install TORCH=torch`.
+# torch first: the CPU wheel where pip finds one locally; PyPI's is a CUDA build. Override, e.g.
+# `make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"`.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 DEMO   := data/python-docs
@@ -25,7 +26,7 @@ install: $(STAMP)
 # torch first, so that the project's unpinned `torch` finds it installed and pulls nothing else.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
@@ -81,5 +82,5 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis $(DEMO) \
-		checkpoints/demo $(LADDER_DATA) $(LADDER)
+		$(LADDER_DATA)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

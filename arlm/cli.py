@@ -38,6 +38,9 @@ def _fail(message: str, code: int = 1):
     raise typer.Exit(code) from None
 
 
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
+
+
 def clean_errors(command: Callable) -> Callable:
     """Turn arlm's own errors into one line on stderr and an exit code, never a traceback."""
 
@@ -54,11 +57,12 @@ def clean_errors(command: Callable) -> Callable:
             where = f" {error.filename}" if error.filename else ""
             _fail(f"cannot use{where}: {error.strerror or error}")
         except (MemoryError, RuntimeError) as error:
-            if not isinstance(error, MemoryError) and "out of memory" not in str(error).lower():
+            said = str(error).lower()  # CUDA's words, and the CPU allocator's
+            if not isinstance(error, MemoryError) and not any(w in said for w in OUT_OF_MEMORY):
                 raise
             _fail(
                 "out of memory: lower --batch-size, --bptt or --hidden-size "
-                "(or --num-samples for generate)"
+                "(or --num-samples for generate, --dim for embed)"
             )
 
     return wrapper

@@ -118,14 +118,26 @@ def finish(world: World) -> None:
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run `arlm ARGV` as `nproc` processes under torchrun; return its exit code."""
+    """Run `arlm ARGV` as `nproc` processes under torchrun; return its exit code. The ranks'
+    error line is passed on once (each rank says it), and what torchrun adds after it (its own
+    traceback of the failed ranks) is not: an error stays one line."""
     import subprocess
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "arlm", *argv]  # fmt: skip
     threads = str(max(1, (os.cpu_count() or 1) // nproc))  # the cores, shared out
     environment = {"OMP_NUM_THREADS": threads, **os.environ}
-    return subprocess.run(command, env=environment).returncode
+    process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True,
+                               errors="replace")  # fmt: skip
+    said: set[str] = set()
+    for line in process.stderr:
+        if line.startswith("error:") and line not in said:
+            said.add(line)
+            sys.stderr.write(line)
+        elif not said:
+            sys.stderr.write(line)
+        sys.stderr.flush()
+    return process.wait()
 
 
 def my_share(world: World, rows, dim: int):

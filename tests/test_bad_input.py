@@ -237,7 +237,14 @@ FLAGS = {
     "generate": ["--prompt", "--prompt-file", "--max-tokens", "--temperature", "--top-k",
                  "--top-p", "--seed", "--num-samples", "--stop", "--beam", "--device"],
     "eval": ["--data", "--text", "--per-token", "--device", "--precision"],
+    "compare": ["--data", "--device", "--json"],
+    "diagnose": ["--data", "--max-distance", "--windows", "--json"],
+    "embed": ["--data", "--method", "--dim", "--window", "--out", "--neighbors", "--count"],
+    "classify": ["--text", "--top", "--json"],
+    "translate": ["--text", "--beam", "--temperature", "--top-k", "--max-tokens", "--json"],
+    "export": ["--out", "--format"],
 }  # fmt: skip
+CHECKPOINT_FIRST = {"generate", "eval", "compare", "diagnose", "classify", "translate", "export"}
 SAFE = {"train": ["--max-steps", "2", *TINY, "--out", "{tmp}/fuzz"], "tokenize": []}
 
 
@@ -245,11 +252,11 @@ SAFE = {"train": ["--max-steps", "2", *TINY, "--out", "{tmp}/fuzz"], "tokenize":
 def command_lines(draw) -> list[str]:
     command = draw(st.sampled_from(sorted(FLAGS)))
     args = [command]
-    if command in ("generate", "eval"):
+    if command in CHECKPOINT_FIRST:
         args.append(draw(st.sampled_from(["{tmp}/ck", "{tmp}/ck_garbled", "{tmp}/ds", "x"])))
     for _ in range(draw(st.integers(0, 4))):
         flag = draw(st.sampled_from(FLAGS[command]))
-        args += [flag] if flag == "--force" else [flag, draw(VALUES)]
+        args += [flag] if flag in ("--force", "--json") else [flag, draw(VALUES)]
     if command == "generate":
         args += ["--max-tokens", "3"]
     return args + SAFE.get(command, [])

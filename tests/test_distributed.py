@@ -69,3 +69,16 @@ def test_a_batch_that_does_not_split_is_refused_before_starting(dataset, tmp_pat
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "does not split over 2 processes" in result.stderr
     assert result.stderr.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def test_an_error_in_the_ranks_is_one_line_not_torchruns_traceback(dataset, tmp_path):
+    """Each rank refuses (here: --out holds a checkpoint) with arlm's line; `--nproc` passes it
+    on once and leaves out the traceback torchrun prints of the ranks that failed."""
+    out = tmp_path / "held"
+    arlm("train", "--data", dataset, "--out", out, *COMMON, "--max-steps", 2)
+    command = [sys.executable, "-m", "arlm", "train", "--data", str(dataset), "--out", str(out),
+               *COMMON, "--max-steps", "2", "--nproc", "2"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds a checkpoint" in lines[0], result.stderr[-2000:]
