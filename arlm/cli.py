@@ -641,6 +641,29 @@ def translate(
 
 @app.command()
 @clean_errors
+def serve(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (arlm train --out).")],
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8000,
+    max_streams: Annotated[
+        int, typer.Option(help="Streams in flight at once (n counts each); more get a 503.")
+    ] = 64,
+    max_tokens: Annotated[int, typer.Option(help="The most max_tokens a request may ask.")] = 1024,
+    max_prompt: Annotated[int, typer.Option(help="The longest prompt, in tokens.")] = 4096,
+    device: Annotated[Device, typer.Option(help="Where to run.")] = "auto",
+) -> None:
+    """Serve a language model over HTTP: OpenAI-style /v1/completions (streamed or whole),
+    /v1/models, /health, and a web page at / to try it. The streams in flight are stepped as
+    one batch; Ctrl-C or SIGTERM lets them finish, then stops."""
+    from arlm.commands import serve as command
+
+    command.run(checkpoint=checkpoint, host=host, port=port, max_streams=max_streams,
+                max_tokens=max_tokens, max_prompt=max_prompt, device=device,
+                console=console)  # fmt: skip
+
+
+@app.command()
+@clean_errors
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint folder (arlm train --out).")],
     out: Annotated[

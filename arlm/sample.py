@@ -293,3 +293,71 @@ class Detokenizer:
             return ""  # an unfinished character (or a changed prefix): wait for more ids
         self.printed = len(self.ids)
         return text[len(before) :]
+
+
+class StopWatcher:
+    """Holds back the last few characters so that a stop string is never half printed."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.shown = 0
+        self.stopped = False
+
+    def feed(self, piece: str, final: bool = False) -> str:
+        """The text that is safe to show now."""
+        if self.stopped:
+            return ""
+        self.text += piece
+        cuts = [
+            i
+            for i in (self.text.find(s, max(0, self.shown - self.hold)) for s in self.stops)
+            if i >= 0
+        ]
+        if cuts:
+            self.stopped, end = True, min(cuts)
+            self.text = self.text[:end]
+        else:
+            end = len(self.text) if final else max(self.shown, len(self.text) - self.hold)
+        out, self.shown = self.text[self.shown : end], end
+        return out
+
+
+class Sample:
+    """One generated text: its ids and their total log-probability (up to and including the
+    token that completed a stop string), and its text, which ends before the stop string."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, prompt_ids: list[int], stops: list[str], end: int | None = None
+    ) -> None:
+        self.detokenizer = Detokenizer(tokenizer, prompt_ids)
+        self.watcher = StopWatcher(stops)
+        self.end = end  # the end-of-sequence id, for models trained on sequences
+        self.ended = False
+        self.ids: list[int] = []
+        self.logprob = 0.0
+
+    @property
+    def stopped(self) -> bool:
+        return self.ended or self.watcher.stopped
+
+    @property
+    def text(self) -> str:
+        return self.watcher.text
+
+    def add(self, token: int, logprob: float) -> str:
+        """The text that can be shown now (may be empty)."""
+        if self.stopped:
+            return ""
+        self.ids.append(token)
+        self.logprob += logprob
+        if token == self.end:  # the model ended its text
+            self.ended = True
+            return self.watcher.feed(self.detokenizer.finish(), final=True)
+        return self.watcher.feed(self.detokenizer.add(token))
+
+    def finish(self) -> str:
+        if self.ended:
+            return ""
+        return self.watcher.feed(self.detokenizer.finish(), final=True)

@@ -16,10 +16,9 @@ from typer.testing import CliRunner
 from arlm import checkpoint, data, score
 from arlm.cli import app
 from arlm.commands._shared import load
-from arlm.commands.generate import Sample
 from arlm.errors import UsageError
 from arlm.models import KINDS, ModelConfig, RecurrentLM, build_model
-from arlm.sample import Detokenizer, beam_search, filtered_probs, generate, pick
+from arlm.sample import Detokenizer, Sample, beam_search, filtered_probs, generate, pick
 from arlm.tokenizer import Tokenizer
 from tests.conftest import corpus_text, make_char_dataset, write_config
 

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from arlm import checkpoint
 from arlm import sequences as seqs
-from arlm.commands.generate import Sample
 from arlm.models import ModelConfig, build_model
+from arlm.sample import Sample
 from arlm.tokenizer import Tokenizer
 from tests.conftest import make_char_dataset, run_arlm
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from arlm.commands._shared import load, reversed_model
 from arlm.errors import ArlmError, UsageError
-from arlm.sample import Detokenizer, Repetition, beam_search, check_sampling, generate
+from arlm.sample import Repetition, Sample, beam_search, check_sampling, generate
 from arlm.tokenizer import Tokenizer
 
 MAX_SAMPLES = 4096  # samples in one batch: more is a batch no device holds, and no list either
@@ -186,74 +186,6 @@ def warn_unknown(tokenizer: Tokenizer, prompt: str, console: Console) -> None:
     unknown = sorted({ch for ch in prompt if tokenizer.sp.unk_id() in tokenizer.encode(ch)})
     if unknown:
         console.print(f"[yellow]warning:[/] replaced by <unk>: {' '.join(map(repr, unknown))}")
-
-
-class StopWatcher:
-    """Holds back the last few characters so that a stop string is never half printed."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.text = ""
-        self.shown = 0
-        self.stopped = False
-
-    def feed(self, piece: str, final: bool = False) -> str:
-        """The text that is safe to show now."""
-        if self.stopped:
-            return ""
-        self.text += piece
-        cuts = [
-            i
-            for i in (self.text.find(s, max(0, self.shown - self.hold)) for s in self.stops)
-            if i >= 0
-        ]
-        if cuts:
-            self.stopped, end = True, min(cuts)
-            self.text = self.text[:end]
-        else:
-            end = len(self.text) if final else max(self.shown, len(self.text) - self.hold)
-        out, self.shown = self.text[self.shown : end], end
-        return out
-
-
-class Sample:
-    """One generated text: its ids and their total log-probability (up to and including the
-    token that completed a stop string), and its text, which ends before the stop string."""
-
-    def __init__(
-        self, tokenizer: Tokenizer, prompt_ids: list[int], stops: list[str], end: int | None = None
-    ) -> None:
-        self.detokenizer = Detokenizer(tokenizer, prompt_ids)
-        self.watcher = StopWatcher(stops)
-        self.end = end  # the end-of-sequence id, for models trained on sequences
-        self.ended = False
-        self.ids: list[int] = []
-        self.logprob = 0.0
-
-    @property
-    def stopped(self) -> bool:
-        return self.ended or self.watcher.stopped
-
-    @property
-    def text(self) -> str:
-        return self.watcher.text
-
-    def add(self, token: int, logprob: float) -> str:
-        """The text that can be shown now (may be empty)."""
-        if self.stopped:
-            return ""
-        self.ids.append(token)
-        self.logprob += logprob
-        if token == self.end:  # the model ended its text
-            self.ended = True
-            return self.watcher.feed(self.detokenizer.finish(), final=True)
-        return self.watcher.feed(self.detokenizer.add(token))
-
-    def finish(self) -> str:
-        if self.ended:
-            return ""
-        return self.watcher.feed(self.detokenizer.finish(), final=True)
 
 
 def _emit_batch(

@@ -1,0 +1,214 @@
+"""Continuous batching for `arlm serve`: one thread owns the model and steps every stream in
+flight as one batch. A stream joins between two steps (its prompt read on its own, its state
+added as a row of the batch) and leaves between two steps (its row dropped), so streams that
+arrive together share each step, and none waits for another to finish.
+
+    engine = Engine(model, tokenizer, max_streams=64)
+    stream = engine.submit(Request(prompt_ids, max_tokens=50, temperature=0.8), on_event)
+    # on_event(stream, piece, None) for each piece of text, then on_event(stream, "", reason)
+
+`on_event` is called from the engine's thread (the server hands it to its event loop). A
+stream's tokens depend on its own settings and random generator only: a seeded request gives
+the same text whatever else is in the batch (up to rounding in the batch's matrix products).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from arlm.errors import UsageError
+from arlm.models import LanguageModel, State, batch_dims, device_of
+from arlm.sample import Repetition, Sample, check_sampling, pick
+from arlm.tokenizer import Tokenizer
+
+LARGE_BATCH = 16  # the stepper's own threshold for bf16 products (models.recurrent)
+
+
+@dataclass
+class Request:
+    """What one stream is to write: at most `max_tokens` after `prompt` (ids), drawn with
+    these settings, ending early at a `stop` string (which is not written)."""
+
+    prompt: list[int]
+    max_tokens: int
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    repetition: Repetition = Repetition()
+    start: list[int] = field(default_factory=list)  # read before the prompt: <s> for a model
+    end: int | None = None  # trained on --sequences, which ends its text with </s> (`end`)
+
+    def check(self) -> None:
+        check_sampling(self.temperature, self.top_k, self.top_p)
+        if self.max_tokens < 1:
+            raise UsageError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+
+Event = Callable[["Stream", str, str | None], None]  # (stream, text, finish reason or None)
+
+
+class Stream:
+    """One text being written: its request, its sample so far, and whom to tell."""
+
+    def __init__(self, request: Request, tokenizer: Tokenizer, on_event: Event, device) -> None:
+        self.request, self.on_event = request, on_event
+        self.sample = Sample(tokenizer, request.prompt, request.stop, request.end)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(request.seed if request.seed is not None else torch.seed())
+        self.written = 0
+        self.cancelled = False
+        self.finished: str | None = None  # "stop" or "length" (OpenAI's finish reasons)
+        self.started = time.perf_counter()
+        self.first_token: float | None = None  # seconds from submit to the first token
+
+    def cancel(self) -> None:
+        """The client has gone: the stream leaves the batch at the next step."""
+        self.cancelled = True
+
+    def history(self, device) -> torch.Tensor:
+        ids = self.request.start + self.request.prompt + self.sample.ids
+        return torch.tensor([ids], dtype=torch.long, device=device)
+
+
+class Engine:
+    """The model, a batch of streams in flight, and a thread that steps them (module doc)."""
+
+    def __init__(self, model: LanguageModel, tokenizer: Tokenizer, max_streams: int) -> None:
+        self.model, self.tokenizer, self.max_streams = model.eval(), tokenizer, max_streams
+        self.device = device_of(model)
+        self.steppers = {False: model.stepper(1), True: model.stepper(LARGE_BATCH)}
+        self.waiting: queue.Queue[Stream] = queue.Queue()
+        self.lock = threading.Lock()
+        self.admitted = 0  # streams submitted and not finished: what max_streams bounds
+        self.steps = 0  # batched steps taken, for the load test's figures
+        self.batch_sizes = 0  # the sum of the batch sizes of those steps
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="arlm-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, requests: list[Request], on_event: Event) -> list[Stream] | None:
+        """A stream for each request, queued to join the batch at the next step; None, and no
+        stream, when they would take more than `max_streams` in flight (the server's 503)."""
+        for request in requests:
+            request.check()
+        with self.lock:
+            if self.admitted + len(requests) > self.max_streams:
+                return None
+            self.admitted += len(requests)
+        streams = [Stream(r, self.tokenizer, on_event, self.device) for r in requests]
+        for stream in streams:
+            self.waiting.put(stream)
+        return streams
+
+    @property
+    def in_flight(self) -> int:
+        return self.admitted
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the streams in flight (at most `timeout` seconds), then stop the thread."""
+        deadline = time.monotonic() + timeout
+        while self.admitted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    # -- the engine's thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        streams: list[Stream] = []
+        logits: torch.Tensor | None = None
+        state: State = ()
+        with torch.no_grad():
+            while not self._stop.is_set():
+                joined = self._arrivals(block=not streams)
+                for stream in joined:
+                    row_logits, row_state = self._read_prompt(stream)
+                    logits = row_logits if logits is None else torch.cat([logits, row_logits])
+                    state = row_state if not streams else self._concat(state, row_state)
+                    streams.append(stream)
+                if not streams:
+                    continue
+                tokens = [self._pick(s, logits[i : i + 1]) for i, s in enumerate(streams)]
+                keep = [i for i, s in enumerate(streams) if not self._emit(s, tokens[i])]
+                if len(keep) < len(streams):
+                    streams = [streams[i] for i in keep]
+                    if not streams:
+                        logits, state = None, ()
+                        continue
+                    index = torch.tensor(keep, device=self.device)
+                    logits, state = logits[index], self.model.select_state(state, index)
+                step = self.steppers[len(streams) >= LARGE_BATCH]
+                chosen = torch.tensor([tokens[i] for i in keep], device=self.device)
+                logits, state = step(chosen, state)
+                self.steps += 1
+                self.batch_sizes += len(streams)
+
+    def _arrivals(self, block: bool) -> list[Stream]:
+        """The streams that arrived since the last step (waiting a little for one when the
+        batch is empty); those cancelled before they started are finished at once."""
+        arrived = []
+        try:
+            arrived.append(self.waiting.get(timeout=0.05) if block else self.waiting.get_nowait())
+            while True:
+                arrived.append(self.waiting.get_nowait())
+        except queue.Empty:
+            pass
+        live = []
+        for stream in arrived:
+            if stream.cancelled:
+                self._finish(stream, "cancelled", "")
+            else:
+                live.append(stream)
+        return live
+
+    def _read_prompt(self, stream: Stream) -> tuple[torch.Tensor, State]:
+        """The logits after the prompt (1, V) and the state there: the prompt is read at once;
+        an empty one starts from the model's first guess."""
+        state = self.model.init_state(1)
+        prompt = stream.request.start + stream.request.prompt
+        if not prompt:
+            return self.model.initial_logits(1).float(), state
+        logits, state = self.model(torch.tensor([prompt], device=self.device), state)
+        return logits[:, -1].float(), state
+
+    def _concat(self, state: State, row: State) -> State:
+        dims = batch_dims(self.model, state)
+        return tuple(torch.cat([s, r], d) for s, r, d in zip(state, row, dims, strict=True))
+
+    def _pick(self, stream: Stream, logits: torch.Tensor) -> int:
+        r = stream.request
+        scores = r.repetition.apply(logits, stream.history(self.device))
+        return int(pick(scores, r.temperature, r.top_k, r.top_p, stream.generator)[0])
+
+    def _emit(self, stream: Stream, token: int) -> bool:
+        """Hand the stream's new text to its listener; True when the stream is done."""
+        if stream.cancelled:
+            self._finish(stream, "cancelled", "")
+            return True
+        if stream.first_token is None:
+            stream.first_token = time.perf_counter() - stream.started
+        piece = stream.sample.add(token, 0.0)
+        stream.written += 1
+        if stream.sample.stopped:
+            self._finish(stream, "stop", piece)
+            return True
+        if stream.written >= stream.request.max_tokens:
+            self._finish(stream, "length", piece + stream.sample.finish())
+            return True
+        if piece:
+            stream.on_event(stream, piece, None)
+        return False
+
+    def _finish(self, stream: Stream, reason: str, piece: str) -> None:
+        stream.finished = reason
+        with self.lock:
+            self.admitted -= 1
+        stream.on_event(stream, piece, reason)
