@@ -78,6 +78,34 @@ def pick(
     return choice if candidates is None else candidates.gather(-1, choice[:, None])[:, 0]
 
 
+def pick_each(
+    logits: Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float,
+    generators: list[torch.Generator | None],
+) -> Tensor:
+    """`pick` for a batch of rows (B, V) -> (B,) that draw with a generator each: the same
+    token for each row as `pick` on that row alone with its generator (the filtering done for
+    all rows at once, the exponential race's draws made from each row's own generator)."""
+    check_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        return logits.argmax(-1)
+    candidates = None
+    if top_k and top_k < logits.shape[-1]:
+        logits, candidates = logits.topk(top_k, dim=-1)
+    probs = filtered_probs(logits, temperature, None, top_p)
+    width = probs.shape[-1]
+    noise = torch.stack(
+        [
+            torch.empty(1, width, device=probs.device).exponential_(generator=g)[0]
+            for g in generators
+        ]
+    )
+    choice = (probs / noise).argmax(-1)
+    return choice if candidates is None else candidates.gather(-1, choice[:, None])[:, 0]
+
+
 @dataclass(frozen=True)
 class Repetition:
     """What keeps a text from looping. `penalty` above 1 lowers the score of every token the

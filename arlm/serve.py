@@ -24,7 +24,7 @@ import torch
 
 from arlm.errors import UsageError
 from arlm.models import LanguageModel, State, batch_dims, device_of
-from arlm.sample import Repetition, Sample, check_sampling, pick
+from arlm.sample import Repetition, Sample, check_sampling, pick_each
 from arlm.tokenizer import Tokenizer
 
 LARGE_BATCH = 16  # the stepper's own threshold for bf16 products (models.recurrent)
@@ -136,7 +136,7 @@ class Engine:
                     streams.append(stream)
                 if not streams:
                     continue
-                tokens = [self._pick(s, logits[i : i + 1]) for i, s in enumerate(streams)]
+                tokens = self._pick(streams, logits)
                 keep = [i for i, s in enumerate(streams) if not self._emit(s, tokens[i])]
                 if len(keep) < len(streams):
                     streams = [streams[i] for i in keep]
@@ -183,10 +183,23 @@ class Engine:
         dims = batch_dims(self.model, state)
         return tuple(torch.cat([s, r], d) for s, r, d in zip(state, row, dims, strict=True))
 
-    def _pick(self, stream: Stream, logits: torch.Tensor) -> int:
-        r = stream.request
-        scores = r.repetition.apply(logits, stream.history(self.device))
-        return int(pick(scores, r.temperature, r.top_k, r.top_p, stream.generator)[0])
+    def _pick(self, streams: list[Stream], logits: torch.Tensor) -> list[int]:
+        """Each stream's next token: the rows of streams that sample alike drawn together,
+        each from its own generator (sample.pick_each), after its repetition rules."""
+        alike: dict[tuple, list[int]] = {}
+        for i, stream in enumerate(streams):
+            r = stream.request
+            alike.setdefault((r.temperature, r.top_k, r.top_p), []).append(i)
+            if r.repetition.active:
+                history = stream.history(self.device)
+                logits[i : i + 1] = r.repetition.apply(logits[i : i + 1], history)
+        tokens = [0] * len(streams)
+        for (temperature, top_k, top_p), rows in alike.items():
+            generators = [streams[i].generator for i in rows]
+            chosen = pick_each(logits[rows], temperature, top_k, top_p, generators)
+            for i, token in zip(rows, chosen.tolist(), strict=True):
+                tokens[i] = token
+        return tokens
 
     def _emit(self, stream: Stream, token: int) -> bool:
         """Hand the stream's new text to its listener; True when the stream is done."""

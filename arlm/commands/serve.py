@@ -189,11 +189,22 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
                     "total_tokens": len(ids) + written}  # fmt: skip
 
         async def events_until_done():
+            """(choice, text, finish reason or None) until every stream is done; what came
+            while the last was being sent is merged, one piece a choice: a slow client, or a
+            busy server, gets fewer and longer pieces instead of falling behind."""
             left = len(streams)
             while left:
-                stream, piece, reason = await events.get()
-                left -= reason is not None
-                yield index[id(stream)], piece, reason
+                came = [await events.get()]
+                while not events.empty():
+                    came.append(events.get_nowait())
+                merged: dict[int, list] = {}
+                for stream, piece, reason in came:
+                    entry = merged.setdefault(index[id(stream)], ["", None])
+                    entry[0] += piece
+                    entry[1] = reason or entry[1]
+                    left -= reason is not None
+                for i, (piece, reason) in merged.items():
+                    yield i, piece, reason
 
         if body.stream:
 
