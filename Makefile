@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 # `make install TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"`.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
-DEMO   := data/python-docs
+DEMO   := data/demo
+DEMO_BUDGET ?= 75s
 # make compare: tinyshakespeare when ../shared/data has it, else the built-in corpus
 SHAKESPEARE := ../shared/data/tinyshakespeare
 LADDER_TEXT := $(if $(wildcard $(SHAKESPEARE)/train.txt),$(SHAKESPEARE)/train.txt --val $(SHAKESPEARE)/valid.txt,--builtin python-docs)
@@ -44,15 +45,23 @@ test-floor:
 	$(FLOOR)/bin/pip install --quiet --no-deps -e .
 	$(FLOOR)/bin/pytest -q -m "not slow" -p no:cacheprovider
 
+# What it trains was chosen by measurement (python -m bench.demo_choice; README, "Quick start"):
+# of five tokenizers and models given 60 s each, BPE-500 with an LSTM 2x256 scored best.
 demo: $(STAMP)
-	$(BIN)/arlm tokenize --builtin python-docs --out $(DEMO) --vocab-size 2000 --force
+	$(BIN)/arlm tokenize --builtin python-docs --out $(DEMO) --vocab-size 500 --force
 	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --text "def greet(name): return f'Hello, {name}!'"
 	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --text "Ünïcödé and emoji 🐍 still round-trip"
-	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --decode "1100 502 1032 1914 1941 602 844"
-	$(BIN)/arlm train --data $(DEMO) --out checkpoints/demo --model lstm --time-budget 45s \
-		--eval-every 50 --force
-	$(BIN)/arlm generate checkpoints/demo --prompt "The " --max-tokens 120 --top-k 40 \
-		--temperature 0.8 --seed 1
+	$(BIN)/arlm tokenize --tokenizer $(DEMO)/tokenizer.model --decode "492 413 421 317 437 311 280 421 424 495"
+	$(BIN)/arlm train --data $(DEMO) --out checkpoints/demo --model lstm --time-budget $(DEMO_BUDGET) \
+		--force
+	$(BIN)/arlm generate checkpoints/demo --prompt "The " --max-tokens 200 --top-k 40 \
+		--temperature 0.7 --seed 1
+	@echo
+	@echo "learning curve: checkpoints/demo/learning_curve.png"
+	@echo "next:"
+	@echo "  $(BIN)/arlm train --data YOUR_TEXT.txt --time-budget 3m --out checkpoints/mine   # your own text"
+	@echo "  $(BIN)/arlm serve checkpoints/demo    # a page and an OpenAI-style API at http://127.0.0.1:8000/"
+	@echo "  make compare                          # every model of the course, side by side"
 
 # The course's story in one table: unigram -> n-grams -> HMM -> a feed-forward network over a
 # window -> Elman -> Jordan -> LSTM -> GRU, all on the same characters, scored on the same
