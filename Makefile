@@ -13,14 +13,15 @@ SHAKESPEARE := ../shared/data/tinyshakespeare
 LADDER_TEXT := $(if $(wildcard $(SHAKESPEARE)/train.txt),$(SHAKESPEARE)/train.txt --val $(SHAKESPEARE)/valid.txt,--builtin python-docs)
 LADDER_DATA := data/ladder-char
 LADDER := checkpoints/ladder
-RUNG   := $(BIN)/arlm train --data $(LADDER_DATA) --force --eval-every 100 --time-budget 40s
+LADDER_BUDGET ?= 40s
+RUNG    = $(BIN)/arlm train --data $(LADDER_DATA) --force --eval-every 100 --time-budget $(LADDER_BUDGET)
 
 # make test-floor: the lowest versions pyproject.toml allows (each >= read as ==), in a venv of
 # their own; PyPI's torch is a CUDA build of a few GB
 FLOOR  := build/floor-venv
 FLOORS  = $(shell $(PYTHON) -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(" ".join(d.replace(">=", "==") for d in p["dependencies"] + p["optional-dependencies"]["dev"]))')
 
-.PHONY: install test test-fast test-floor demo compare bench lint clean
+.PHONY: install test test-fast test-floor demo compare readme bench lint clean
 
 install: $(STAMP)
 
@@ -80,6 +81,10 @@ compare: $(STAMP)
 	$(RUNG) --model lstm --out $(LADDER)/8-lstm
 	$(RUNG) --model gru --out $(LADDER)/9-gru
 	$(BIN)/arlm compare $(LADDER)/*/ --data $(LADDER_DATA) --plot $(LADDER)/compare.png
+
+# The README run as written, in a fresh folder, with small budgets (tests/readme_run.py).
+readme: $(STAMP)
+	$(BIN)/python -m tests.readme_run
 
 # The benchmarks of issue 5 (~27 minutes here): figures, ratios and a table in bench/results/.
 bench: $(STAMP)
