@@ -442,9 +442,15 @@ def train(
         command.check_parallel(flags, config, resume, nproc)  # before starting processes
         from arlm.distributed import launch
 
-        raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:])))
+        raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:]), _echo))
 
     command.run(flags=flags, config_path=config, resume=resume, force=force, console=console)
+
+
+def _echo(line: str) -> None:
+    """What the processes of --nproc say, passed on as it comes."""
+    sys.stderr.write(line)
+    sys.stderr.flush()
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

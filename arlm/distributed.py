@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,10 +118,11 @@ def finish(world: World) -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run `arlm ARGV` as `nproc` processes under torchrun; return its exit code. The ranks'
-    error line is passed on once (each rank says it), and what torchrun adds after it (its own
-    traceback of the failed ranks) is not: an error stays one line."""
+def launch(nproc: int, argv: list[str], echo: Callable[[str], None]) -> int:
+    """Run `arlm ARGV` as `nproc` processes under torchrun; return its exit code. What they
+    write to stderr goes to `echo`, line by line, except what torchrun adds after an error
+    line (its own traceback of the failed ranks); each rank's error line goes once: an error
+    stays one line."""
     import subprocess
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -133,10 +135,9 @@ def launch(nproc: int, argv: list[str]) -> int:
     for line in process.stderr:
         if line.startswith("error:") and line not in said:
             said.add(line)
-            sys.stderr.write(line)
+            echo(line)
         elif not said:
-            sys.stderr.write(line)
-        sys.stderr.flush()
+            echo(line)
     return process.wait()
 
 

@@ -68,7 +68,6 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
         from fastapi import Request as HTTPRequest
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-        from pydantic import BaseModel, ConfigDict, Field
         from starlette.exceptions import HTTPException
     except ImportError:
         raise UsageError(
@@ -78,8 +77,6 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
                         ("--max-prompt", max_prompt)):  # fmt: skip
         if value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
-    token_limit, stream_limit = max_tokens, max_streams  # (a class body sees no enclosing
-    # name that it assigns itself: Completion.max_tokens)
     loaded = load(checkpoint, device)
     tokenizer, config = loaded.tokenizer, loaded.config
     by_sequence = config.get("train", {}).get("sequences", "stream") != "stream"
@@ -91,20 +88,7 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
     app = FastAPI(title=f"arlm: {name}", docs_url=None, redoc_url=None)
     app.state.engine = engine
 
-    class Completion(BaseModel):
-        model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-        model: str | None = None
-        prompt: str = ""
-        max_tokens: int = Field(16, ge=1, le=token_limit)
-        temperature: float = Field(1.0, ge=0, le=100)
-        top_p: float = Field(1.0, gt=0, le=1)
-        top_k: int = Field(0, ge=0)
-        stop: str | list[str] | None = Field(None, max_length=4)
-        n: int = Field(1, ge=1, le=stream_limit)
-        seed: int | None = None
-        stream: bool = False
-        repetition_penalty: float = Field(1.0, gt=0, le=100)
-        no_repeat_ngram: int = Field(0, ge=0, le=64)
+    Completion = completion_body(max_tokens, max_streams)
 
     def error(status: int, message: str, param: str | None = None, code: str | None = None):
         kind = "invalid_request_error" if status < 500 else "server_error"
@@ -234,6 +218,29 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
         return chunk(choices) | {"usage": usage()}
 
     return app
+
+
+def completion_body(token_limit: int, stream_limit: int):
+    """The fields a completion request may have, with their limits (pydantic: a request with
+    any other field, or a value out of bounds, is refused with the field's name)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class Completion(BaseModel):
+        model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+        model: str | None = None
+        prompt: str = ""
+        max_tokens: int = Field(16, ge=1, le=token_limit)
+        temperature: float = Field(1.0, ge=0, le=100)
+        top_p: float = Field(1.0, gt=0, le=1)
+        top_k: int = Field(0, ge=0)
+        stop: str | list[str] | None = Field(None, max_length=4)
+        n: int = Field(1, ge=1, le=stream_limit)
+        seed: int | None = None
+        stream: bool = False
+        repetition_penalty: float = Field(1.0, gt=0, le=100)
+        no_repeat_ngram: int = Field(0, ge=0, le=64)
+
+    return Completion
 
 
 def json_text(value: dict) -> str:
