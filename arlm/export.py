@@ -1,8 +1,9 @@
 """A language model's one-step generator as an ONNX graph (`arlm export`), so that it runs where
 PyTorch does not (onnxruntime in C, C#, Java, JavaScript, on a phone):
 
-    inputs   token (B,) int64, and the state: state0 ... stateK, float32, the batch at its
-             place in each (LanguageModel.state_batch_dims)
+    inputs   token (B,) int64, and the state: state0 ... stateK (float32; int64 for a
+             feed-forward model's window), the batch at its place in each
+             (LanguageModel.state_batch_dims)
     outputs  logits (B, V), and the state after the token: state0_out ... stateK_out
 
 A text is sampled by feeding each token back with the state, as `arlm generate` does (the
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from arlm.errors import UsageError
+from arlm.errors import ArlmError, UsageError
 from arlm.models import LanguageModel, batch_dims
 
 
@@ -47,10 +48,9 @@ def to_onnx(model: LanguageModel, path: Path) -> None:
             "which `arlm eval` and `generate` read from the checkpoint"
         )
     try:
-        import onnx  # noqa: F401 (what torch.onnx writes with, and the metadata's writer)
+        import onnx  # what torch.onnx writes with, and what writes the metadata
     except ImportError:
         raise UsageError("exporting to ONNX needs the onnx package: pip install onnx") from None
-    import onnx
 
     model = model.cpu().eval()
     state = model.init_state(2)  # a batch of 2: no dimension of size 1 to be taken as fixed
@@ -74,6 +74,9 @@ def to_onnx(model: LanguageModel, path: Path) -> None:
     graph = onnx.load(str(path))
     for name, start in zip(names, state, strict=True):  # what each state starts as
         value = start.flatten()[0] if start.numel() else torch.tensor(0)
-        assert bool((start == value).all()), "an arlm state starts filled with one value"
+        if not bool((start == value).all()):
+            raise ArlmError(
+                f"{model.config.kind}'s state does not start as one value: not exported"
+            )
         graph.metadata_props.add(key=name, value=str(int(value)))
     onnx.save(graph, str(path))

@@ -58,13 +58,15 @@ def pick(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
 ) -> Tensor:
     """One token per row of `logits` (B, V) -> (B,): a draw from `filtered_probs`.
 
     With top-k, only the k best are carried further (topk returns exactly k, ties or not).
     The draw is an exponential race, argmax(p_i / E_i) with E_i ~ Exp(1), which picks i with
     probability p_i exactly and runs several times faster here than torch.multinomial.
+    `generator` may be a list, one for each row: each row then draws what it would draw alone
+    with its generator (`arlm serve`'s streams, each seeded, share a batch).
     """
     check_sampling(temperature, top_k, top_p)
     if temperature == 0:
@@ -73,35 +75,11 @@ def pick(
     if top_k and top_k < logits.shape[-1]:
         logits, candidates = logits.topk(top_k, dim=-1)
     probs = filtered_probs(logits, temperature, None, top_p)
-    race = probs / torch.empty_like(probs).exponential_(generator=generator)
-    choice = race.argmax(-1)
-    return choice if candidates is None else candidates.gather(-1, choice[:, None])[:, 0]
-
-
-def pick_each(
-    logits: Tensor,
-    temperature: float,
-    top_k: int | None,
-    top_p: float,
-    generators: list[torch.Generator | None],
-) -> Tensor:
-    """`pick` for a batch of rows (B, V) -> (B,) that draw with a generator each: the same
-    token for each row as `pick` on that row alone with its generator (the filtering done for
-    all rows at once, the exponential race's draws made from each row's own generator)."""
-    check_sampling(temperature, top_k, top_p)
-    if temperature == 0:
-        return logits.argmax(-1)
-    candidates = None
-    if top_k and top_k < logits.shape[-1]:
-        logits, candidates = logits.topk(top_k, dim=-1)
-    probs = filtered_probs(logits, temperature, None, top_p)
-    width = probs.shape[-1]
-    noise = torch.stack(
-        [
-            torch.empty(1, width, device=probs.device).exponential_(generator=g)[0]
-            for g in generators
-        ]
-    )
+    if isinstance(generator, list):
+        rows = [torch.empty_like(probs[:1]).exponential_(generator=g) for g in generator]
+        noise = torch.cat(rows)
+    else:
+        noise = torch.empty_like(probs).exponential_(generator=generator)
     choice = (probs / noise).argmax(-1)
     return choice if candidates is None else candidates.gather(-1, choice[:, None])[:, 0]
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from arlm.errors import UsageError
+from arlm.errors import ArlmError, UsageError
 from arlm.models import LanguageModel, State, batch_dims, device_of
-from arlm.sample import Repetition, Sample, check_sampling, pick_each
+from arlm.sample import Repetition, Sample, check_sampling, pick
 from arlm.tokenizer import Tokenizer
 
 LARGE_BATCH = 16  # the stepper's own threshold for bf16 products (models.recurrent)
@@ -88,6 +88,7 @@ class Engine:
         self.waiting: queue.Queue[Stream] = queue.Queue()
         self.lock = threading.Lock()
         self.admitted = 0  # streams submitted and not finished: what max_streams bounds
+        self.failed: str | None = None  # why the engine's thread stopped, if it did
         self.steps = 0  # batched steps taken, for the load test's figures
         self.batch_sizes = 0  # the sum of the batch sizes of those steps
         self._stop = threading.Event()
@@ -96,14 +97,17 @@ class Engine:
 
     def submit(self, requests: list[Request], on_event: Event) -> list[Stream] | None:
         """A stream for each request, queued to join the batch at the next step; None, and no
-        stream, when they would take more than `max_streams` in flight (the server's 503)."""
+        stream, when they would take more than `max_streams` in flight (the server's 503).
+        Refused (ArlmError) once the engine has failed."""
         for request in requests:
             request.check()
+        streams = [Stream(r, self.tokenizer, on_event, self.device) for r in requests]
         with self.lock:
+            if self.failed:
+                raise ArlmError(f"the engine stopped: {self.failed}")
             if self.admitted + len(requests) > self.max_streams:
                 return None
             self.admitted += len(requests)
-        streams = [Stream(r, self.tokenizer, on_event, self.device) for r in requests]
         for stream in streams:
             self.waiting.put(stream)
         return streams
@@ -123,14 +127,29 @@ class Engine:
     # -- the engine's thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        streams: list[Stream] = []
+        """Step the batch until closed; if a step fails, every stream in flight or waiting is
+        finished with the reason "error" and the engine refuses new ones (`failed`)."""
+        batch: list[Stream] = []
+        try:
+            self._loop(batch)
+        except Exception as error:  # nothing may leave a client waiting for ever
+            with self.lock:
+                self.failed = f"{type(error).__name__}: {error}"
+            for stream in batch + self._arrivals(block=False):
+                if stream.finished is None:
+                    self._finish(stream, "error", "")
+
+    def _loop(self, streams: list[Stream]) -> None:
+        """The engine's loop; `streams` is the batch in flight, kept up to date for `_run`."""
         logits: torch.Tensor | None = None
         state: State = ()
         with torch.no_grad():
             while not self._stop.is_set():
-                joined = self._arrivals(block=not streams)
-                for stream in joined:
-                    row_logits, row_state = self._read_prompt(stream)
+                read: dict[tuple, tuple] = {}  # a prompt is read once, however many ask
+                for stream in self._arrivals(block=not streams):
+                    key = tuple(stream.request.start + stream.request.prompt)
+                    row_logits, row_state = read.get(key) or self._read_prompt(stream)
+                    read[key] = row_logits, row_state
                     logits = row_logits if logits is None else torch.cat([logits, row_logits])
                     state = row_state if not streams else self._concat(state, row_state)
                     streams.append(stream)
@@ -139,7 +158,7 @@ class Engine:
                 tokens = self._pick(streams, logits)
                 keep = [i for i, s in enumerate(streams) if not self._emit(s, tokens[i])]
                 if len(keep) < len(streams):
-                    streams = [streams[i] for i in keep]
+                    streams[:] = [streams[i] for i in keep]
                     if not streams:
                         logits, state = None, ()
                         continue
@@ -196,7 +215,7 @@ class Engine:
         tokens = [0] * len(streams)
         for (temperature, top_k, top_p), rows in alike.items():
             generators = [streams[i].generator for i in rows]
-            chosen = pick_each(logits[rows], temperature, top_k, top_p, generators)
+            chosen = pick(logits[rows], temperature, top_k, top_p, generators)
             for i, token in zip(rows, chosen.tolist(), strict=True):
                 tokens[i] = token
         return tokens

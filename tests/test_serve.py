@@ -94,7 +94,7 @@ def test_a_completion_in_openais_shape_and_the_same_text_as_generate(server, tra
     assert body["usage"]["completion_tokens"] == 50
     loaded = checkpoint.load_for_use(trained)
     prompt = loaded.tokenizer.encode("the ")
-    for i, choice in enumerate(body["choices"]):  # choice i drew with seed + i, as generate does
+    for i, choice in enumerate(body["choices"]):  # choice i draws what generate --seed 7+i draws
         generator = torch.Generator().manual_seed(7 + i)
         steps = generate(loaded.model, prompt, 25, temperature=0.9, generator=generator)
         ids = [int(step.ids[0]) for step in steps]
@@ -102,6 +102,14 @@ def test_a_completion_in_openais_shape_and_the_same_text_as_generate(server, tra
         assert choice["text"] == expected
     models = httpx.get(server.url + "/v1/models").json()
     assert models["data"][0]["id"] == trained.name
+
+
+def test_what_openai_clients_send_by_default_is_taken(server):
+    body = {"prompt": "a", "max_tokens": 3, "stop": "a long stop string", "presence_penalty": 0,
+            "frequency_penalty": 0, "logprobs": None, "echo": False, "best_of": 1, "user": "me",
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    reply = server.post(**body)
+    assert reply.status_code == 200, reply.text
 
 
 def test_streamed_text_is_the_whole_text_and_a_stop_string_ends_it(server):
@@ -128,6 +136,8 @@ def test_streamed_text_is_the_whole_text_and_a_stop_string_ends_it(server):
         ({"top_p": 0}, "top_p"),
         ({"n": 5}, "n"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"seed": 2**64}, "seed"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"whatever": 1}, "whatever"),
         ({"prompt": "x" * 201}, "prompt"),  # over --max-prompt 200 characters' tokens
         ({"model": "gpt-4"}, "model"),
@@ -187,19 +197,14 @@ def test_streams_in_flight_share_each_step(trained):
 
 
 def run_to_end(engine: Engine, requests: list) -> list[str]:
-    texts, done = [""] * len(requests), []
-    streams = engine.submit(requests, lambda s, piece, reason: record(s, piece, reason))
-    index = {id(s): i for i, s in enumerate(streams)}
-
-    def record(stream, piece, reason):
-        texts[index[id(stream)]] += piece
-        if reason:
-            done.append(reason)
-
+    """Each request's text, in order, once every stream has finished."""
+    heard = []  # (stream, piece, reason), as the engine's thread says them
+    streams = engine.submit(requests, lambda *event: heard.append(event))
     deadline = time.monotonic() + 60
-    while len(done) < len(requests) and time.monotonic() < deadline:
+    while sum(1 for *_, reason in heard if reason) < len(requests):
+        assert time.monotonic() < deadline, "the streams did not finish"
         time.sleep(0.01)
-    return texts
+    return ["".join(piece for s, piece, _ in list(heard) if s is stream) for stream in streams]
 
 
 def test_sigterm_lets_the_streams_in_flight_finish(trained):
@@ -212,3 +217,26 @@ def test_sigterm_lets_the_streams_in_flight_finish(trained):
         events = sse(lines)
     assert events[-1]["usage"]["completion_tokens"] == 3000
     assert server.process.wait(timeout=60) == 0
+
+
+def test_a_failing_step_finishes_every_stream_and_the_engine_says_so(trained):
+    """Nothing may leave a client waiting: a step that raises ends each stream with "error",
+    and the engine refuses new ones with the reason (the server's 500 and /health)."""
+    from arlm.errors import ArlmError
+
+    loaded = checkpoint.load_for_use(trained)
+    engine = Engine(loaded.model, loaded.tokenizer, 8)
+
+    def broken(tokens, state):
+        raise RuntimeError("a step that fails")
+
+    engine.steppers = {False: broken, True: broken}
+    heard = []
+    engine.submit([Request([1, 2], 10), Request([3], 10)], lambda *event: heard.append(event))
+    deadline = time.monotonic() + 30
+    while len([e for e in heard if e[2]]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [e[2] for e in heard if e[2]] == ["error", "error"]
+    assert "a step that fails" in engine.failed and engine.in_flight == 0
+    with pytest.raises(ArlmError, match="the engine stopped"):
+        engine.submit([Request([1], 5)], lambda *event: None)

@@ -99,7 +99,7 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
     async def invalid(request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = [str(part) for part in first.get("loc", ()) if part != "body"]
-        param = ".".join(where) or None
+        param = where[0] if where else None  # the field (not the branch of a union it tried)
         if first.get("type") == "model_attributes_type":  # no JSON object came
             return error(400, "the body must be a JSON object (Content-Type: application/json)")
         return error(400, f"{param + ': ' if param else ''}{first.get('msg')}", param)
@@ -117,7 +117,8 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": name, "streams": engine.in_flight}
+        status = {"status": "error", "error": engine.failed} if engine.failed else {"status": "ok"}
+        return status | {"model": name, "streams": engine.in_flight}
 
     @app.get("/v1/models")
     async def models():
@@ -154,14 +155,28 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
 
         def on_event(stream, piece: str, reason: str | None) -> None:  # the engine's thread
-            loop.call_soon_threadsafe(events.put_nowait, (stream, piece, reason))
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (stream, piece, reason))
+            except RuntimeError:  # the loop is closed: the server has stopped, nobody listens
+                stream.cancel()
 
-        streams = engine.submit(requests, on_event)
+        try:
+            streams = engine.submit(requests, on_event)
+        except ArlmError as failure:
+            return error(500, str(failure))
         if streams is None:
             return error(503, f"{engine.max_streams} streams are in flight, the most this "
                               "server takes: try again shortly", code="server_busy")  # fmt: skip
         index = {id(stream): i for i, stream in enumerate(streams)}
         ident = f"cmpl-{uuid.uuid4().hex[:24]}"
+
+        async def watch() -> None:  # a client that leaves frees its streams' rows
+            while not await http.is_disconnected():
+                await asyncio.sleep(0.25)
+            for stream in streams:
+                stream.cancel()
+
+        watcher = asyncio.create_task(watch())
 
         def chunk(choices: list[dict]) -> dict:
             return {"id": ident, "object": "text_completion", "created": int(time.time()),
@@ -201,6 +216,7 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
                     yield f"data: {json_text(chunk([]) | {'usage': usage()})}\n\n"
                     yield "data: [DONE]\n\n"
                 finally:  # the client went away (or all is sent): free the batch's rows
+                    watcher.cancel()
                     for stream in streams:
                         stream.cancel()
 
@@ -211,6 +227,7 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
                 texts[i] += piece
                 reasons[i] = reason
         finally:
+            watcher.cancel()
             for stream in streams:
                 stream.cancel()
         choices = [{"text": t, "index": i, "logprobs": None, "finish_reason": r}
@@ -223,6 +240,8 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
 def completion_body(token_limit: int, stream_limit: int):
     """The fields a completion request may have, with their limits (pydantic: a request with
     any other field, or a value out of bounds, is refused with the field's name)."""
+    from typing import Annotated, Literal
+
     from pydantic import BaseModel, ConfigDict, Field
 
     class Completion(BaseModel):
@@ -233,12 +252,21 @@ def completion_body(token_limit: int, stream_limit: int):
         temperature: float = Field(1.0, ge=0, le=100)
         top_p: float = Field(1.0, gt=0, le=1)
         top_k: int = Field(0, ge=0)
-        stop: str | list[str] | None = Field(None, max_length=4)
+        stop: str | Annotated[list[str], Field(max_length=4)] | None = None
         n: int = Field(1, ge=1, le=stream_limit)
-        seed: int | None = None
+        seed: int | None = Field(None, ge=0, le=2**63 - 1 - stream_limit)  # choice i: seed + i
         stream: bool = False
         repetition_penalty: float = Field(1.0, gt=0, le=100)
         no_repeat_ngram: int = Field(0, ge=0, le=64)
+        # what OpenAI clients send as a matter of course: taken at the values that change
+        # nothing (a penalty of 0, no log-probabilities, no echo), refused at any other
+        presence_penalty: float = Field(0.0, ge=0, le=0)
+        frequency_penalty: float = Field(0.0, ge=0, le=0)
+        logprobs: None = None
+        echo: Literal[False] = False
+        best_of: Literal[1] = 1
+        user: str | None = None
+        stream_options: dict | None = None
 
     return Completion
 
