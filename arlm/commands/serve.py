@@ -66,9 +66,7 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
     try:
         from fastapi import FastAPI
         from fastapi import Request as HTTPRequest
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-        from starlette.exceptions import HTTPException
+        from fastapi.responses import HTMLResponse, StreamingResponse
     except ImportError:
         raise UsageError(
             "arlm serve needs fastapi and uvicorn: pip install fastapi uvicorn"
@@ -90,23 +88,7 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
 
     Completion = completion_body(max_tokens, max_streams)
 
-    def error(status: int, message: str, param: str | None = None, code: str | None = None):
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"message": message, "type": kind, "param": param, "code": code}
-        return JSONResponse({"error": body}, status_code=status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        where = [str(part) for part in first.get("loc", ()) if part != "body"]
-        param = where[0] if where else None  # the field (not the branch of a union it tried)
-        if first.get("type") == "model_attributes_type":  # no JSON object came
-            return error(400, "the body must be a JSON object (Content-Type: application/json)")
-        return error(400, f"{param + ': ' if param else ''}{first.get('msg')}", param)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc: HTTPException):
-        return error(exc.status_code, str(exc.detail))
+    answer_errors_as_openai_does(app)
 
     page_html = (Path(__file__).parent.parent / "page.html").read_text(encoding="utf-8")
     page_html = page_html.replace("{{model}}", html.escape(name))
@@ -235,6 +217,35 @@ def make_app(checkpoint: Path, device: str = "cpu", max_streams: int = 64,
         return chunk(choices) | {"usage": usage()}
 
     return app
+
+
+def error(status: int, message: str, param: str | None = None, code: str | None = None):
+    """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+    from fastapi.responses import JSONResponse
+
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = {"message": message, "type": kind, "param": param, "code": code}
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def answer_errors_as_openai_does(app) -> None:
+    """A request FastAPI refuses (a field's type or bounds, a body that is not JSON) and an
+    HTTP error (a path it does not have) answered in OpenAI's shape, not FastAPI's."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = [str(part) for part in first.get("loc", ()) if part != "body"]
+        param = where[0] if where else None  # the field (not the branch of a union it tried)
+        if first.get("type") == "model_attributes_type":  # no JSON object came
+            return error(400, "the body must be a JSON object (Content-Type: application/json)")
+        return error(400, f"{param + ': ' if param else ''}{first.get('msg')}", param)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
 
 
 def completion_body(token_limit: int, stream_limit: int):
