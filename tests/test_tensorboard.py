@@ -31,8 +31,12 @@ def test_tensorboard_gets_the_scalars_of_metrics_jsonl(tmp_path):
         assert [v for _, v in found] == pytest.approx([v for _, v in expected], rel=1e-6), tag
     resumed = run_arlm("train", "--resume", out, "--max-steps", 8, "--tensorboard", board)
     assert resumed.code == 0, resumed.stderr
+    events = EventAccumulator(str(board))
     events.Reload()
-    assert events.Scalars("train/loss")[-1].step == 8
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    expected = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    found = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [s for s, _ in found] == [s for s, _ in expected] and found[-1][0] == 8
 
 
 def test_a_tensorboard_path_that_is_a_file_is_refused(tmp_path):

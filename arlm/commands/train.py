@@ -84,7 +84,7 @@ def _train(
             recipes.apply(recipe, values, cpu=cpu), force, console, world
         )
     config = _describe(trainer, dataset) | {"recipe": recipe}
-    tensorboard = Board(Path(board)) if board and world.main else None  # before any file
+    tensorboard = Board(Path(board), trainer.step) if board and world.main else None
     if world.main:
         write_json(out / checkpoint.CONFIG, config)
     _report_start(trainer, out, console, recipe)
@@ -519,11 +519,14 @@ class Board:
                 "--tensorboard needs the tensorboard package: pip install tensorboard"
             ) from None
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, step: int = 0) -> None:
+        """`step`: where the run starts, 0 or where a resume goes on from. TensorBoard drops
+        what the folder holds for later steps (what the run before logged past its last
+        snapshot, as metrics.jsonl does; all of it, for a new run), so no curve doubles back."""
         from torch.utils.tensorboard import SummaryWriter
 
         try:
-            self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10)
+            self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10, purge_step=step + 1)
         except OSError as error:
             raise ArlmError(f"cannot write TensorBoard events in {folder}: {error}") from None
 
