@@ -32,8 +32,8 @@ from arlm import (
 from arlm.distributed import World
 from arlm.errors import ArlmError, UsageError
 from arlm.formats import atomic_write, write_json
-from arlm.models import ModelConfig, all_finite, build_model, kinds, model_class
-from arlm.models.base import REGULARISERS
+from arlm.models import ModelConfig, all_finite, build_model, kinds
+from arlm.models.base import REGULARISERS, require_fused
 from arlm.models.classifier import Classifier
 from arlm.models.seq2seq import Seq2Seq
 from arlm.plot import learning_curve
@@ -140,11 +140,8 @@ def _start(values: dict, force: bool, console: Console, world: World) -> tuple[T
     train_config.check()
     if model_config.kind == "ngram" and train_config.sequences != "stream":
         raise UsageError("--model ngram counts the stream: drop --sequences")
-    if train_config.task != "lm" and not model_class(model_config.kind).fused:
-        names = ", ".join(kinds(fused=True))  # before tokenizing: refused at once
-        raise UsageError(
-            f"--task {train_config.task} reads texts with {names}, not {model_config.kind}"
-        )
+    if train_config.task != "lm":  # before tokenizing: refused at once
+        require_fused(model_config.kind, f"--task {train_config.task} reads texts")
     if values.get("init_from") and train_config.task != "classify":
         raise UsageError("--init-from starts a classifier from a language model: --task classify")
     path = Path(values["data"])

@@ -212,6 +212,13 @@ def kinds(**flags: object) -> tuple[str, ...]:
     )
 
 
+def require_fused(kind: str, use: str) -> None:
+    """Refuse a kind without a fused recurrent layer for `use` ("a classifier reads its texts"),
+    naming the kinds that have one."""
+    if not model_class(kind).fused:
+        raise UsageError(f"{use} with {', '.join(kinds(fused=True))}, not {kind}")
+
+
 def build_model(config: ModelConfig) -> LanguageModel:
     return model_class(config.kind)(config)
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from arlm.errors import UsageError
-from arlm.models.base import LanguageModel, ModelConfig, build_model, kinds, model_class
+from arlm.models.base import LanguageModel, ModelConfig, build_model, require_fused
 
 POOLINGS = ("last", "mean")
 
@@ -30,9 +30,7 @@ class Classifier(LanguageModel):
 
     def __init__(self, config: ModelConfig, labels: int, pooling: str = "last") -> None:
         super().__init__(config)
-        if not model_class(config.kind).fused:
-            names = ", ".join(kinds(fused=True))
-            raise UsageError(f"a classifier reads its texts with {names}, not {config.kind}")
+        require_fused(config.kind, "a classifier reads its texts")
         if pooling not in POOLINGS:
             raise UsageError(f"--pooling must be last or mean, got {pooling!r}")
         if labels < 2:

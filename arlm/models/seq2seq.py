@@ -38,8 +38,7 @@ from arlm.models.base import (
     State,
     batch_dims,
     build_model,
-    kinds,
-    model_class,
+    require_fused,
 )
 
 ATTENTIONS = ("none", "luong", "bahdanau")
@@ -83,9 +82,7 @@ class Seq2Seq(LanguageModel):
 
     def __init__(self, config: ModelConfig, target_vocab: int, attention: str = "none") -> None:
         super().__init__(config)
-        if not model_class(config.kind).fused:
-            names = ", ".join(kinds(fused=True))
-            raise UsageError(f"seq2seq encodes and decodes with {names}, not {config.kind}")
+        require_fused(config.kind, "seq2seq encodes and decodes")
         if attention not in ATTENTIONS:
             raise UsageError(f"--attention must be none, luong or bahdanau, got {attention!r}")
         self.encoder = build_model(config)
