@@ -28,14 +28,9 @@ def learning_curve(metrics: list[dict], path: Path, title: str = "") -> None:
             ms=3,
             label="validation",
         )
-    axes.set_xlabel("tokens seen")
-    axes.set_ylabel("loss (nats per token)")
-    axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-    plt.close(figure)
+    _finish(figure, axes, path, title, ("tokens seen", "loss (nats per token)"))
 
 
 def confusion_matrix(confusion: list[list[int]], labels: list[str], path: Path, title: str) -> None:
@@ -52,13 +47,8 @@ def confusion_matrix(confusion: list[list[int]], labels: list[str], path: Path, 
             axes.text(j, i, f"{n:,}", ha="center", va="center", fontsize=8, color=color)
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     axes.set_yticks(range(len(labels)), labels, fontsize=8)
-    axes.set_xlabel("predicted label")
-    axes.set_ylabel("true label")
-    axes.set_title(title, fontsize=10)
-    figure.colorbar(image, ax=axes, label="share of the true label's texts")
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-    plt.close(figure)
+    names = ("predicted label", "true label", "share of the true label's texts")
+    _finish(figure, axes, path, title, names, image)
 
 
 def attention_map(
@@ -71,10 +61,17 @@ def attention_map(
     image = axes.imshow(weights, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     axes.set_xticks(range(len(sources)), [repr(p)[1:-1] for p in sources], fontsize=8)
     axes.set_yticks(range(len(outputs)), [repr(p)[1:-1] for p in outputs], fontsize=8)
-    axes.set_xlabel("source token")
-    axes.set_ylabel("output token")
+    _finish(figure, axes, path, title, ("source token", "output token", "attention weight"), image)
+
+
+def _finish(figure, axes, path: Path, title: str, names: tuple, image=None) -> None:
+    """Name the axes (x, y, and the colour bar of `image` if there is one), title the
+    figure, and write it to `path` as a PNG."""
+    axes.set_xlabel(names[0])
+    axes.set_ylabel(names[1])
     axes.set_title(title, fontsize=10)
-    figure.colorbar(image, ax=axes, label="attention weight")
+    if image is not None:
+        figure.colorbar(image, ax=axes, label=names[2])
     figure.tight_layout()
     figure.savefig(path, format="png")
     plt.close(figure)
