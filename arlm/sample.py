@@ -139,6 +139,18 @@ class Step:
     logprobs: Tensor  # (B,)
 
 
+def read_prompt(model: LanguageModel, prompt: list[int], rows: int) -> tuple[Tensor, State]:
+    """The logits after `prompt` (rows, V) and the state there, for `rows` streams that share
+    it: the prompt read in one call. An empty prompt starts from `model.initial_logits` (for a
+    recurrent model, the all-zero state's: the output layer's bias)."""
+    state = model.init_state(rows)
+    if not prompt:
+        return model.initial_logits(rows), state
+    ids = torch.tensor([prompt], device=device_of(model)).expand(rows, -1)
+    logits, state = model(ids, state)
+    return logits[:, -1], state
+
+
 @torch.no_grad()
 def generate(
     model: LanguageModel,
@@ -164,13 +176,7 @@ def generate(
     model.eval()
     try:
         device = device_of(model)
-        state: State = model.init_state(num_samples)
-        if prompt:
-            ids = torch.tensor([prompt], device=device).expand(num_samples, -1)
-            logits, state = model(ids, state)
-            logits = logits[:, -1]
-        else:
-            logits = model.initial_logits(num_samples)
+        logits, state = read_prompt(model, prompt, num_samples)
         step = model.stepper(num_samples)  # one token at a time, written out where it pays
         history = torch.tensor([prompt], dtype=torch.long, device=device).expand(num_samples, -1)
         for _ in range(max_tokens):
@@ -220,12 +226,7 @@ def beam_search(
     model.eval()
     try:
         device = device_of(model)
-        state = model.init_state(1)
-        if prompt:
-            logits, state = model(torch.tensor([prompt], device=device), state)
-            logits = logits[:, -1]
-        else:
-            logits = model.initial_logits(1)
+        logits, state = read_prompt(model, prompt, 1)
         sequences: list[list[int]] = [[]]
         scores = torch.zeros(1, device=device)
         finished: list[tuple[float, list[int], float]] = []  # (normalized score, ids, total)

@@ -16,7 +16,7 @@ from arlm import sequences as seqs
 from arlm.errors import ArlmError
 from arlm.formats import atomic_write
 from arlm.loss import token_losses
-from arlm.models import LanguageModel, State, batch_dims, device_of
+from arlm.models import LanguageModel, State, device_of
 from arlm.runtime import autocast
 from arlm.streams import batchify, windows
 from arlm.tokenizer import Tokenizer
@@ -182,11 +182,7 @@ def _row_states(
                 later = model.features(inputs.to(device), later)[1]
             else:
                 later = model(inputs.to(device), later)[1]
-    dims = batch_dims(model, state)
-    return tuple(
-        torch.cat([s.to(t.device, t.dtype), t], dim=d)
-        for s, t, d in zip(state, later, dims, strict=True)
-    )
+    return model.concat_state(state, later)
 
 
 def _scored(

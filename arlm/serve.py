@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from arlm.errors import ArlmError, UsageError
-from arlm.models import LanguageModel, State, batch_dims, device_of
-from arlm.sample import Repetition, Sample, check_sampling, pick
+from arlm.models import LanguageModel, State, device_of
+from arlm.sample import Repetition, Sample, check_sampling, pick, read_prompt
 from arlm.tokenizer import Tokenizer
 
 LARGE_BATCH = 16  # the stepper's own threshold for bf16 products (models.recurrent)
@@ -148,10 +148,11 @@ class Engine:
                 read: dict[tuple, tuple] = {}  # a prompt is read once, however many ask
                 for stream in self._arrivals(block=not streams):
                     key = tuple(stream.request.start + stream.request.prompt)
-                    row_logits, row_state = read.get(key) or self._read_prompt(stream)
+                    row_logits, row_state = read.get(key) or read_prompt(self.model, list(key), 1)
+                    row_logits = row_logits.float()
                     read[key] = row_logits, row_state
                     logits = row_logits if logits is None else torch.cat([logits, row_logits])
-                    state = row_state if not streams else self._concat(state, row_state)
+                    state = row_state if not streams else self.model.concat_state(state, row_state)
                     streams.append(stream)
                 if not streams:
                     continue
@@ -187,20 +188,6 @@ class Engine:
             else:
                 live.append(stream)
         return live
-
-    def _read_prompt(self, stream: Stream) -> tuple[torch.Tensor, State]:
-        """The logits after the prompt (1, V) and the state there: the prompt is read at once;
-        an empty one starts from the model's first guess."""
-        state = self.model.init_state(1)
-        prompt = stream.request.start + stream.request.prompt
-        if not prompt:
-            return self.model.initial_logits(1).float(), state
-        logits, state = self.model(torch.tensor([prompt], device=self.device), state)
-        return logits[:, -1].float(), state
-
-    def _concat(self, state: State, row: State) -> State:
-        dims = batch_dims(self.model, state)
-        return tuple(torch.cat([s, r], d) for s, r, d in zip(state, row, dims, strict=True))
 
     def _pick(self, streams: list[Stream], logits: torch.Tensor) -> list[int]:
         """Each stream's next token: the rows of streams that sample alike drawn together,

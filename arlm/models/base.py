@@ -163,6 +163,15 @@ class LanguageModel(nn.Module):
         dims = batch_dims(self, state)
         return tuple(s.index_select(d, index) for s, d in zip(state, dims, strict=True))
 
+    def concat_state(self, first: State, then: State) -> State:
+        """The rows of `first`, then those of `then`, as one batch (on `then`'s device and in
+        its dtype): for a stream joining a batch, or a burn-in before a state."""
+        dims = batch_dims(self, then)
+        return tuple(
+            torch.cat([a.to(b.device, b.dtype), b], dim=d)
+            for a, b, d in zip(first, then, dims, strict=True)
+        )
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
