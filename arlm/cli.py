@@ -676,12 +676,15 @@ def export(
         Path | None, typer.Option(help="The file to write. \\[default: CHECKPOINT.onnx, beside it]")
     ] = None,
     format: Annotated[Literal["onnx"], typer.Option(help="The format.")] = "onnx",
+    force: Annotated[
+        bool, typer.Option(help="Replace a graph arlm export wrote there before (nothing else).")
+    ] = False,
 ) -> None:
     """Export a language model's one generation step (token and state in, logits and state
     out) as an ONNX graph, to run with onnxruntime where PyTorch is not installed."""
     from arlm.commands import export as command
 
-    command.run(checkpoint=checkpoint, out=out, format=format, console=console)
+    command.run(checkpoint=checkpoint, out=out, format=format, console=console, force=force)
 
 
 @app.command()

@@ -23,6 +23,19 @@ from torch import nn
 from arlm.errors import ArlmError, UsageError
 from arlm.models import LanguageModel, batch_dims
 
+MARK = "arlm"  # a metadata key of every graph arlm export writes
+
+
+def written_by_arlm(path: Path) -> bool:
+    """Whether `path` is an ONNX graph that `arlm export` wrote (its metadata says so)."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX, unreadable, or no onnx package: not ours to replace
+        return False
+    return any(prop.key == MARK for prop in graph.metadata_props)
+
 
 class OneStep(nn.Module):
     """(token (B,), *state) -> (logits (B, V), *state after it): the model's `stepper`."""
@@ -72,6 +85,7 @@ def to_onnx(model: LanguageModel, path: Path) -> None:
             dynamo=False,  # the TorchScript exporter: the dynamo one cannot trace a fused RNN yet
         )
     graph = onnx.load(str(path))
+    graph.metadata_props.add(key=MARK, value="export")  # what --force may replace
     for name, start in zip(names, state, strict=True):  # what each state starts as
         value = start.flatten()[0] if start.numel() else torch.tensor(0)
         if not bool((start == value).all()):

@@ -54,6 +54,14 @@ def test_export_from_the_command_line_and_the_readme_loop(tmp_path, monkeypatch)
     assert exported.code == 0 and (tmp_path / "demo.onnx").is_file(), exported.stderr
     inside = run_arlm("export", out, "--out", out / "model.onnx")
     assert inside.code == 2 and "checkpoint folder" in inside.stderr
+    again = run_arlm("export", out)
+    assert again.code == 2 and "--force" in again.stderr
+    assert run_arlm("export", out, "--force").code == 0
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"a file of the user's")
+    refused = run_arlm("export", out, "--out", mine, "--force")
+    assert refused.code == 2 and "never replaces" in refused.stderr
+    assert mine.read_bytes() == b"a file of the user's"
     readme = (ROOT / "README.md").read_text()
     loop = re.search(r"```python\n(import numpy as np, onnxruntime.*?)```", readme, re.DOTALL)
     assert loop, "the README's ONNX sampling loop"
