@@ -29,11 +29,6 @@ from arlm.formats import PAUSE_WRITE
 MODEL = ["--hidden-size", "384", "--embedding-dim", "64", "--batch-size", "8", "--bptt", "16"]
 
 
-def arlm(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "arlm", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
 def check(out: Path) -> int:
     """Load everything a user would; return the step of the resume snapshot."""
     checkpoint.load(out)
@@ -52,16 +47,16 @@ def wait_for(flag: Path, process: subprocess.Popen, seconds: float = 120) -> Non
 
 
 def trials(count: int, seed: int, folder: Path, log=print) -> dict:
-    from tests.conftest import corpus_text
+    from tests.conftest import corpus_text, run_arlm  # the runs not killed: in this process
 
     rng = random.Random(seed)
     corpus = folder / "corpus.txt"
     corpus.write_text(corpus_text(400), encoding="utf-8")
     out = folder / "ck"
-    first = arlm(
+    first = run_arlm(
         "train", "--data", corpus, "--out", out, *MODEL, "--max-steps", 2, "--eval-every", 1
     )
-    assert first.returncode == 0, first.stderr
+    assert first.code == 0, first.stderr
     step, mid_write = check(out), 0
     flag = folder / "mid-write"  # the hook creates it when a write pauses, and waits
     for trial in range(count):
@@ -95,8 +90,8 @@ def trials(count: int, seed: int, folder: Path, log=print) -> dict:
         assert killed_at >= step, (
             f"trial {trial}: the snapshot went back from {step} to {killed_at}"
         )
-        resumed = arlm("train", "--resume", out, "--max-steps", killed_at + 1)
-        assert resumed.returncode == 0, f"trial {trial}: resume failed: {resumed.stderr[-500:]}"
+        resumed = run_arlm("train", "--resume", out, "--max-steps", killed_at + 1)
+        assert resumed.code == 0, f"trial {trial}: resume failed: {resumed.stderr[-500:]}"
         step = check(out)
         assert step == killed_at + 1, f"trial {trial}: resumed to {step}, not {killed_at + 1}"
         assert not list(out.glob(".*.tmp-*")), "resume left a half-written file behind"

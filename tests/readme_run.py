@@ -7,27 +7,34 @@ What changes from the README: every `--time-budget` becomes --budget (a `train` 
 and no --max-steps gets one), `--max-tokens` at most 40, `make demo` and `make compare` their
 budget variables; `make test` is left out (it is what runs this). A command whose block shows
 `error:` after it must fail; every other must succeed. `arlm serve` runs in the background for
-the commands after it in its block. A command that needs `../shared/data` where there is none
-is skipped, and so is every later one that reads what it would have written.
+the commands after it in its block (on another port if 8000 is taken). A command that needs
+`../shared/data` where there is none is skipped, and so is every later one that reads what it
+would have written. The `arlm` commands run in this process, by the console script's function,
+each as `tests.conftest.run_arlm` runs it; the others (make, torchrun, curl) in a shell.
+tests/test_readme.py runs this in CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SAFE = re.compile(r"[\w@%+=:,./*-]+")  # a word the shell may read as it is (globs expanded)
+SHELL = {"|", ">", ">>", "<", "&&", "||", ";", "&"}  # a line with these goes to the shell
 
 
 @dataclass
@@ -78,6 +85,52 @@ def adapt(words: list[str], budget: str) -> list[str] | None:
     return out
 
 
+def arlm_here(words: list[str]) -> tuple[int, str]:
+    """`arlm ARGS` by the console script's own function in this process (Python and torch
+    start once, not 30 times), globs expanded as the shell would; its code and messages."""
+    from tests.conftest import run_arlm
+
+    args = [
+        found for w in words[1:] for found in ((sorted(glob.glob(w)) or [w]) if "*" in w else [w])
+    ]
+    run = run_arlm(*args)
+    return run.code, run.stderr.strip() or run.stdout.strip()
+
+
+def free_port(port: int) -> int:
+    """`port` if nothing listens there, else one the system picks."""
+    for wanted in (port, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", wanted))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError("no free port")
+
+
+def start_server(words: list[str], work: Path, env: dict) -> tuple[subprocess.Popen | None, str]:
+    """`arlm serve ...` in the background, once it answers /health; else None and its error."""
+    port = words[words.index("--port") + 1]
+    server = subprocess.Popen(words, cwd=work, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.perf_counter() + 120
+    while time.perf_counter() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                return server, ""
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    return None, server.communicate()[1].strip() or "no answer at /health in 120 s"
+
+
+def stop(server: subprocess.Popen | None) -> None:
+    if server:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="3s")
@@ -90,17 +143,18 @@ def main() -> None:
         (work / name).symlink_to(ROOT / name)
     if SHARED.is_dir():
         (scratch / "shared").symlink_to(SHARED)
+    os.chdir(work)
     env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
     missing: set[str] = set()  # what skipped commands would have written
     failures, server, started = [], None, time.perf_counter()
-    last_block = -1
+    last_block, port = -1, free_port(8000)  # the README's 8000, unless it is taken here
     for command in commands((ROOT / "README.md").read_text(encoding="utf-8")):
-        if command.block != last_block and server:  # a block's server stops with it
-            server.terminate()
-            server.wait(timeout=60)
+        if command.block != last_block:  # a block's server stops with it
+            stop(server)
             server = None
         last_block = command.block
-        words = shlex.split(command.line, comments=True)
+        line = command.line.replace(":8000", f":{port}").replace("--port 8000", f"--port {port}")
+        words = shlex.split(line, comments=True)
         adapted = adapt(words, args.budget)
         if adapted is None:
             continue
@@ -110,26 +164,26 @@ def main() -> None:
             missing.update(outs)
             print(f"skip  {command.line}", flush=True)
             continue
-        if adapted[:2] == ["arlm", "serve"]:
-            server = subprocess.Popen(adapted, cwd=work, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)  # fmt: skip
-            time.sleep(8)  # loading the model
-            print(f"serve {command.line}", flush=True)
-            continue
         begun = time.perf_counter()
-        shell_line = " ".join(w if SAFE.fullmatch(w) else shlex.quote(w) for w in adapted)
-        done = subprocess.run(shell_line, shell=True, cwd=work, env=env,
-                              capture_output=True, text=True)  # fmt: skip
-        ok = (done.returncode != 0) == command.fails
+        if adapted[:2] == ["arlm", "serve"]:
+            server, said = start_server(adapted, work, env)
+            code = 0 if server else 1
+        elif adapted[0] == "arlm" and not SHELL.intersection(adapted):
+            code, said = arlm_here(adapted)
+        else:
+            shell_line = " ".join(w if SAFE.fullmatch(w) else shlex.quote(w) for w in adapted)
+            done = subprocess.run(shell_line, shell=True, cwd=work, env=env,
+                                  capture_output=True, text=True)  # fmt: skip
+            code, said = done.returncode, done.stderr.strip() or done.stdout.strip()
+        ok = (code != 0) == command.fails
         took = time.perf_counter() - begun
         print(f"{'ok   ' if ok else 'FAIL '} {command.line}  ({took:.0f}s)", flush=True)
         if not ok:
             failures.append(command.line)
-            print("      " + (done.stderr.strip() or done.stdout.strip())[-600:], flush=True)
-    if server:
-        server.terminate()
-        server.wait(timeout=60)
+            print("      " + said[-600:], flush=True)
+    stop(server)
     print(f"{len(failures)} failed, {time.perf_counter() - started:.0f}s; ran in {work}")
+    os.chdir(ROOT)
     if not args.keep:
         shutil.rmtree(scratch, ignore_errors=True)
     sys.exit(1 if failures else 0)
