@@ -2,6 +2,7 @@
 presses Generate, and the text streams in; it is the text the API gives for those settings.
 Nothing is downloaded: the browser and its driver are Debian's (`.ci/run` installs them)."""
 
+import os
 import shutil
 
 import pytest
@@ -23,7 +24,7 @@ pytestmark = [
 ]
 
 
-def test_the_page_streams_a_completion_in_a_real_browser(trained):  # noqa: F811
+def test_the_page_streams_a_completion_in_a_real_browser(trained, tmp_path):  # noqa: F811
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -34,7 +35,9 @@ def test_the_page_streams_a_completion_in_a_real_browser(trained):  # noqa: F811
     options.binary_location = BROWSER
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    # Chromium leaves a folder for its profile's lock in TMPDIR: the test's own, not /tmp
+    service = Service(DRIVER, env={**os.environ, "TMPDIR": str(tmp_path)})
+    driver = webdriver.Chrome(service=service, options=options)
     try:
         driver.get(server.url + "/")
         assert trained.name in driver.title
