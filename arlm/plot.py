@@ -1,4 +1,6 @@
-"""Pictures: the learning curve, a classifier's confusion matrix, a seq2seq model's attention."""
+"""Pictures: the learning curve, a classifier's confusion matrix, a seq2seq model's attention.
+Each PNG carries a text chunk MARK, so that --plot replaces a picture arlm drew and never a file
+of the user's (commands/_shared.plot_path)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no screen needed, safe in threads and on servers
 import matplotlib.pyplot as plt  # noqa: E402
+
+MARK = "arlm"  # a text chunk of every PNG drawn here
 
 
 def learning_curve(metrics: list[dict], path: Path, title: str = "") -> None:
@@ -30,7 +34,7 @@ def learning_curve(metrics: list[dict], path: Path, title: str = "") -> None:
         )
     axes.grid(alpha=0.3)
     axes.legend()
-    _finish(figure, axes, path, title, ("tokens seen", "loss (nats per token)"))
+    finish(figure, axes, path, title, ("tokens seen", "loss (nats per token)"))
 
 
 def confusion_matrix(confusion: list[list[int]], labels: list[str], path: Path, title: str) -> None:
@@ -48,7 +52,7 @@ def confusion_matrix(confusion: list[list[int]], labels: list[str], path: Path, 
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     axes.set_yticks(range(len(labels)), labels, fontsize=8)
     names = ("predicted label", "true label", "share of the true label's texts")
-    _finish(figure, axes, path, title, names, image)
+    finish(figure, axes, path, title, names, image)
 
 
 def attention_map(
@@ -61,17 +65,28 @@ def attention_map(
     image = axes.imshow(weights, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     axes.set_xticks(range(len(sources)), [repr(p)[1:-1] for p in sources], fontsize=8)
     axes.set_yticks(range(len(outputs)), [repr(p)[1:-1] for p in outputs], fontsize=8)
-    _finish(figure, axes, path, title, ("source token", "output token", "attention weight"), image)
+    finish(figure, axes, path, title, ("source token", "output token", "attention weight"), image)
 
 
-def _finish(figure, axes, path: Path, title: str, names: tuple, image=None) -> None:
+def finish(figure, axes, path: Path, title: str, names: tuple, image=None) -> None:
     """Name the axes (x, y, and the colour bar of `image` if there is one), title the
-    figure, and write it to `path` as a PNG."""
+    figure, and write it to `path` as a PNG with arlm's mark."""
     axes.set_xlabel(names[0])
     axes.set_ylabel(names[1])
     axes.set_title(title, fontsize=10)
     if image is not None:
         figure.colorbar(image, ax=axes, label=names[2])
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    figure.savefig(path, format="png", metadata={MARK: "plot"})
     plt.close(figure)
+
+
+def drawn_by_arlm(path: Path) -> bool:
+    """Is `path` a PNG that carries arlm's mark?"""
+    from PIL import Image  # matplotlib's own dependency
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get(MARK) == "plot"
+    except (OSError, ValueError):  # not a PNG, or not a whole one
+        return False

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -59,6 +60,36 @@ def test_compare_scores_every_checkpoint_as_eval_does(ladder, tmp_path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
     table = run_arlm("compare", *(ladder / n for n in names), "--data", ladder / "ds")
     assert table.code == 0 and "ngram N=3" in table.stdout and "bits/byte" in table.stdout
+
+
+@pytest.mark.parametrize("command", ["compare", "diagnose"])
+def test_plot_replaces_a_picture_arlm_drew_and_never_a_file_of_the_users(ladder, tmp_path, command):
+    """--plot writes over its own PNG (a command run again), but a text file, a PNG of the
+    user's, a folder or a link there is refused in one line and keeps its bytes."""
+    from PIL import Image
+
+    from arlm.plot import drawn_by_arlm
+
+    args = [command, ladder / "elman", "--data", ladder / "ds"]
+    args += ["--max-distance", "3", "--windows", "2"] if command == "diagnose" else []
+    ours = tmp_path / "ours.png"
+    for _ in range(2):
+        result = run_arlm(*args, "--plot", ours)
+        assert result.code == 0, result.stderr
+        assert drawn_by_arlm(ours)
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("my notes\n")
+    Image.new("RGB", (4, 4)).save(users / "photo.png")  # a PNG, but not arlm's
+    (users / "folder").mkdir()
+    (users / "link.png").symlink_to(ours)
+    before = {p.name: p.is_dir() or p.read_bytes() for p in users.iterdir()}
+    for name in before:
+        result = run_arlm(*args, "--plot", users / name)
+        lines = result.stderr.strip().splitlines()
+        assert result.code == 2 and len(lines) == 1 and lines[0].startswith("error: --plot"), name
+    assert {p.name: p.is_dir() or p.read_bytes() for p in users.iterdir()} == before
+    assert (users / "link.png").is_symlink() and not drawn_by_arlm(users / "photo.png")
 
 
 def test_compare_and_diagnose_draw_nothing_unless_asked(ladder, tmp_path, monkeypatch):
@@ -205,6 +236,15 @@ def test_embed_command_trains_saves_lists_and_feeds_train(ladder, tmp_path):
     assert again.code == 0 and torch.equal(a, b)  # same seed, same vectors
     refused = run_arlm(*common, "--out", tmp_path / "a.safetensors")
     assert refused.code == 2 and "--force" in refused.stderr
+    replaced = run_arlm(*common, "--out", tmp_path / "b.safetensors", "--force", "--dim", "4")
+    assert replaced.code == 0 and embed.load(tmp_path / "b.safetensors")[0].shape[1] == 4
+    (tmp_path / "notes.txt").write_text("my notes\n")  # --force never replaces a user's file
+    shutil.copyfile(ladder / "lstm" / "model.safetensors", tmp_path / "weights.safetensors")
+    for name in ("notes.txt", "weights.safetensors"):
+        before = (tmp_path / name).read_bytes()
+        kept = run_arlm(*common, "--out", tmp_path / name, "--force")
+        assert kept.code == 2 and "replaces only" in kept.stderr, kept.stderr
+        assert (tmp_path / name).read_bytes() == before
     typo = run_arlm(*common[:3], "--embeddings", tmp_path / "a.safetensors", "--neighbors", "xq")
     assert typo.code == 2 and "not one piece" in typo.stderr
     out = tmp_path / "ck"

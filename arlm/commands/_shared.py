@@ -63,12 +63,24 @@ def stdout_console() -> Console:
 
 
 def plot_path(value: Path | None) -> Path | None:
-    """--plot PATH; an empty one (--plot '') draws nothing. The folder must exist."""
+    """--plot PATH; an empty one (--plot '') draws nothing. The folder must exist, and a file
+    already there must be a picture arlm drew: it is replaced, a file of the user's never."""
     if value is None or str(value) in ("", "."):
         return None
-    if not Path(value).parent.is_dir():
+    path = Path(value)
+    if not path.parent.is_dir():
         raise UsageError(f"--plot {value}: its folder does not exist")
-    return Path(value)
+    if path.is_dir() or path.is_symlink():
+        raise UsageError(f"--plot {value}: that is a folder or a link; give the path of a new file")
+    if path.exists():
+        from arlm.plot import drawn_by_arlm  # matplotlib: only for a path that is taken
+
+        if not drawn_by_arlm(path):
+            raise UsageError(
+                f"--plot {value}: a file that arlm did not draw is there; give another path "
+                "(arlm replaces only its own pictures)"
+            )
+    return path
 
 
 def print_json(value: object) -> None:

@@ -88,16 +88,12 @@ def run(
 
 
 def bar_chart(rows: list[dict], path: Path, title: str) -> None:
-    from arlm.plot import plt
+    from arlm.plot import finish, plt
 
     figure, axes = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5), dpi=110)
     names = [f"{Path(r['checkpoint']).name} ({r['model']})" for r in rows]
     values = [r["bits_per_byte"] for r in rows]
     bars = axes.barh(names[::-1], values[::-1], color="#4c72b0")
     axes.bar_label(bars, fmt="%.3f", padding=3, fontsize=8)
-    axes.set_xlabel("bits per byte (lower is better)")
-    axes.set_title(title, fontsize=10)
     axes.set_xlim(0, max(values) * 1.15)
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-    plt.close(figure)
+    finish(figure, axes, path, title, ("bits per byte (lower is better)", ""))

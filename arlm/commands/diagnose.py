@@ -57,16 +57,12 @@ def run(
 
 
 def plot_curves(curves: dict[str, np.ndarray], path) -> None:
-    from arlm.plot import plt
+    from arlm.plot import finish, plt
 
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
     for name, curve in curves.items():
         axes.semilogy(np.arange(len(curve)), np.maximum(curve, 1e-30), lw=1.5, label=name)
-    axes.set_xlabel("k: steps between the input and the predicted token")
-    axes.set_ylabel("mean gradient norm (log scale)")
-    axes.set_title("how far back the gradient reaches", fontsize=10)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-    plt.close(figure)
+    names = ("k: steps between the input and the predicted token", "mean gradient norm (log scale)")
+    finish(figure, axes, path, "how far back the gradient reaches", names)

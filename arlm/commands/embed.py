@@ -10,7 +10,7 @@ from rich.table import Table
 
 from arlm import data, embed
 from arlm.commands._shared import stdout_console
-from arlm.errors import UsageError
+from arlm.errors import ArlmError, UsageError
 from arlm.tokenizer import SPACE, Tokenizer
 
 
@@ -61,6 +61,11 @@ def run(
         out = Path(out)
         if out.exists() and not force:
             raise UsageError(f"{out} exists: pass --force to replace it, or choose another --out")
+        if out.exists() and not _ours(out):
+            raise UsageError(
+                f"--out {out}: that is not an embeddings file arlm wrote, and --force replaces "
+                "only those; choose another --out"
+            )
         if not out.parent.is_dir():
             raise UsageError(f"--out {out}: its folder does not exist")
         ids = data.open_ids(folder, "train")
@@ -89,3 +94,14 @@ def run(
                 str(rank), repr(tokenizer.sp.id_to_piece(other)), str(other), f"{similarity:.3f}"
             )
         stdout_console().print(table)
+
+
+def _ours(path: Path) -> bool:
+    """Is `path` an embeddings file `arlm embed` wrote (a file, whole, of its kind)?"""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        embed.load(path)
+    except ArlmError:
+        return False
+    return True
