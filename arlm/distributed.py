@@ -124,21 +124,24 @@ def launch(nproc: int, argv: list[str], echo: Callable[[str], None]) -> int:
     line (its own traceback of the failed ranks); each rank's error line goes once: an error
     stays one line."""
     import subprocess
+    import tempfile
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", "-m", "arlm", *argv]  # fmt: skip
     threads = str(max(1, (os.cpu_count() or 1) // nproc))  # the cores, shared out
     environment = {"OMP_NUM_THREADS": threads, **os.environ}
-    process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True,
-                               errors="replace")  # fmt: skip
-    said: set[str] = set()
-    for line in process.stderr:
-        if line.startswith("error:") and line not in said:
-            said.add(line)
-            echo(line)
-        elif not said:
-            echo(line)
-    return process.wait()
+    # torchrun's own folder of logs (without --log-dir, one more torchelastic_* left in /tmp)
+    with tempfile.TemporaryDirectory(prefix="arlm-torchrun-") as logs:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={nproc}", "--log-dir", logs, "-m", "arlm", *argv]  # fmt: skip
+        process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True,
+                                   errors="replace")  # fmt: skip
+        said: set[str] = set()
+        for line in process.stderr:
+            if line.startswith("error:") and line not in said:
+                said.add(line)
+                echo(line)
+            elif not said:
+                echo(line)
+        return process.wait()
 
 
 def my_share(world: World, rows, dim: int):
