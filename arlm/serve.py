@@ -1,7 +1,9 @@
 """Continuous batching for `arlm serve`: one thread owns the model and steps every stream in
 flight as one batch. A stream joins between two steps (its prompt read on its own, its state
 added as a row of the batch) and leaves between two steps (its row dropped), so streams that
-arrive together share each step, and none waits for another to finish.
+arrive together share each step, and none waits for another to finish. A prompt is read at
+most `prefill` tokens between two steps (a long one takes several), so that reading it delays
+the batch's next token by a chunk's time, not the whole prompt's.
 
     engine = Engine(model, tokenizer, max_streams=64)
     stream = engine.submit(Request(prompt_ids, max_tokens=50, temperature=0.8), on_event)
@@ -28,6 +30,7 @@ from arlm.sample import Repetition, Sample, check_sampling, pick, read_prompt
 from arlm.tokenizer import Tokenizer
 
 LARGE_BATCH = 16  # the stepper's own threshold for bf16 products (models.recurrent)
+PREFILL = 128  # prompt tokens read between two steps (~25 ms for the demo's LSTM 2x256 here)
 
 
 @dataclass
@@ -78,11 +81,25 @@ class Stream:
         return torch.tensor([ids], dtype=torch.long, device=device)
 
 
+@dataclass
+class Reading:
+    """A prompt being read, a chunk at a time, for the streams that asked for it."""
+
+    streams: list[Stream]
+    ids: list[int]  # start + prompt
+    state: State  # after the ids read so far
+    done: int = 0  # how many ids are read
+    logits: torch.Tensor | None = None  # after them
+
+
 class Engine:
     """The model, a batch of streams in flight, and a thread that steps them (module doc)."""
 
-    def __init__(self, model: LanguageModel, tokenizer: Tokenizer, max_streams: int) -> None:
+    def __init__(
+        self, model: LanguageModel, tokenizer: Tokenizer, max_streams: int, prefill: int = PREFILL
+    ) -> None:
         self.model, self.tokenizer, self.max_streams = model.eval(), tokenizer, max_streams
+        self.prefill = prefill
         self.device = device_of(model)
         self.steppers = {False: model.stepper(1), True: model.stepper(LARGE_BATCH)}
         self.waiting: queue.Queue[Stream] = queue.Queue()
@@ -130,30 +147,38 @@ class Engine:
         """Step the batch until closed; if a step fails, every stream in flight or waiting is
         finished with the reason "error" and the engine refuses new ones (`failed`)."""
         batch: list[Stream] = []
+        reading: list[Reading] = []
         try:
-            self._loop(batch)
+            self._loop(batch, reading)
         except Exception as error:  # nothing may leave a client waiting for ever
             with self.lock:
                 self.failed = f"{type(error).__name__}: {error}"
-            for stream in batch + self._arrivals(block=False):
+            read = [stream for r in reading for stream in r.streams]
+            for stream in batch + read + self._arrivals(block=False):
                 if stream.finished is None:
                     self._finish(stream, "error", "")
 
-    def _loop(self, streams: list[Stream]) -> None:
-        """The engine's loop; `streams` is the batch in flight, kept up to date for `_run`."""
+    def _loop(self, streams: list[Stream], reading: list[Reading]) -> None:
+        """The engine's loop; `streams` is the batch in flight and `reading` the prompts being
+        read, kept up to date for `_run`."""
         logits: torch.Tensor | None = None
         state: State = ()
         with torch.no_grad():
             while not self._stop.is_set():
-                read: dict[tuple, tuple] = {}  # a prompt is read once, however many ask
-                for stream in self._arrivals(block=not streams):
-                    key = tuple(stream.request.start + stream.request.prompt)
-                    row_logits, row_state = read.get(key) or read_prompt(self.model, list(key), 1)
-                    row_logits = row_logits.float()
-                    read[key] = row_logits, row_state
-                    logits = row_logits if logits is None else torch.cat([logits, row_logits])
-                    state = row_state if not streams else self.model.concat_state(state, row_state)
-                    streams.append(stream)
+                arrived: dict[tuple, Reading] = {}  # a prompt is read once, however many ask
+                for stream in self._arrivals(block=not streams and not reading):
+                    ids = stream.request.start + stream.request.prompt
+                    if tuple(ids) in arrived:
+                        arrived[tuple(ids)].streams.append(stream)
+                    else:
+                        arrived[tuple(ids)] = Reading([stream], ids, self.model.init_state(1))
+                reading += arrived.values()
+                for read in self._read(reading):  # the prompts read to their end join
+                    for stream in read.streams:
+                        fresh = not streams
+                        logits = read.logits if fresh else torch.cat([logits, read.logits])
+                        state = read.state if fresh else self.model.concat_state(state, read.state)
+                        streams.append(stream)
                 if not streams:
                     continue
                 tokens = self._pick(streams, logits)
@@ -170,6 +195,33 @@ class Engine:
                 logits, state = step(chosen, state)
                 self.steps += 1
                 self.batch_sizes += len(streams)
+
+    def _read(self, reading: list[Reading]) -> list[Reading]:
+        """Read at most `prefill` prompt tokens, oldest prompt first; take the prompts read to
+        their end out of `reading` and return them. A prompt all of whose clients have gone is
+        dropped (those streams finished as cancelled)."""
+        budget, done = self.prefill, []
+        for read in list(reading):
+            if all(stream.cancelled for stream in read.streams):
+                reading.remove(read)
+                for stream in read.streams:
+                    self._finish(stream, "cancelled", "")
+                continue
+            if budget <= 0:
+                break
+            if not read.ids:  # an empty prompt: the model's own start
+                read.logits, read.state = read_prompt(self.model, [], 1)
+            else:
+                chunk = read.ids[read.done : read.done + budget]
+                ids = torch.tensor([chunk], device=self.device)
+                out, read.state = self.model(ids, read.state)
+                read.logits, read.done = out[:, -1], read.done + len(chunk)
+                budget -= len(chunk)
+            if read.done == len(read.ids):
+                read.logits = read.logits.float()
+                reading.remove(read)
+                done.append(read)
+        return done
 
     def _arrivals(self, block: bool) -> list[Stream]:
         """The streams that arrived since the last step (waiting a little for one when the

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -193,6 +194,37 @@ def test_streams_in_flight_share_each_step(trained):
     together = run_to_end(engine, [Request(p, 30, temperature=0) for p in prompts])
     assert together == [alone[tuple(p)] for p in prompts]
     assert engine.steps <= 30 + 8 and engine.batch_sizes / engine.steps > 4
+    engine.close()
+
+
+def test_a_long_prompt_is_read_a_chunk_between_steps_and_gives_the_same_text(trained):
+    """A prompt of 200 tokens read 8 at a time: the stream already in flight takes a step
+    between every two chunks (24 before the new stream's first token, where reading it whole
+    would allow 1 or 2), and the text written after it is the one of a prompt read at once."""
+    loaded = checkpoint.load_for_use(trained)
+    prompt = loaded.tokenizer.encode("the cat sat on the mat. " * 9)[:200]
+    assert len(prompt) == 200
+    whole = Engine(loaded.model, loaded.tokenizer, 8, prefill=100_000)
+    [expected] = run_to_end(whole, [Request(prompt, 40, temperature=0)])
+    whole.close()
+    engine = Engine(loaded.model, loaded.tokenizer, 8, prefill=8)
+    started = threading.Event()
+    [running] = engine.submit([Request([1], 100_000)], lambda *event: started.set())
+    assert started.wait(30)
+    steps_at, pieces, done = [], [], threading.Event()
+
+    def listen(stream, piece, reason):
+        steps_at.append(engine.steps)
+        pieces.append(piece)
+        if reason:
+            done.set()
+
+    before = engine.steps
+    engine.submit([Request(prompt, 40, temperature=0)], listen)
+    assert done.wait(60)
+    assert "".join(pieces) == expected
+    assert steps_at[0] - before >= 200 // 8 - 1
+    running.cancel()
     engine.close()
 
 
