@@ -91,6 +91,35 @@ class Reading:
     done: int = 0  # how many ids are read
     logits: torch.Tensor | None = None  # after them
 
+    def advance(self, model: LanguageModel, budget: int) -> int:
+        """Read at most `budget` more of the ids; how many were read."""
+        if not self.ids:  # an empty prompt: the model's own start
+            self.logits, self.state = read_prompt(model, [], 1)
+            return 0
+        chunk = self.ids[self.done : self.done + budget]
+        out, self.state = model(torch.tensor([chunk], device=device_of(model)), self.state)
+        self.logits, self.done = out[:, -1].float(), self.done + len(chunk)
+        return len(chunk)
+
+
+def next_tokens(streams: list[Stream], logits: torch.Tensor) -> list[int]:
+    """Each stream's next token: the rows of streams that sample alike drawn together, each
+    from its own generator (sample.pick), after its repetition rules."""
+    alike: dict[tuple, list[int]] = {}
+    for i, stream in enumerate(streams):
+        r = stream.request
+        alike.setdefault((r.temperature, r.top_k, r.top_p), []).append(i)
+        if r.repetition.active:
+            history = stream.history(logits.device)
+            logits[i : i + 1] = r.repetition.apply(logits[i : i + 1], history)
+    tokens = [0] * len(streams)
+    for (temperature, top_k, top_p), rows in alike.items():
+        generators = [streams[i].generator for i in rows]
+        chosen = pick(logits[rows], temperature, top_k, top_p, generators)
+        for i, token in zip(rows, chosen.tolist(), strict=True):
+            tokens[i] = token
+    return tokens
+
 
 class Engine:
     """The model, a batch of streams in flight, and a thread that steps them (module doc)."""
@@ -181,7 +210,7 @@ class Engine:
                         streams.append(stream)
                 if not streams:
                     continue
-                tokens = self._pick(streams, logits)
+                tokens = next_tokens(streams, logits)
                 keep = [i for i, s in enumerate(streams) if not self._emit(s, tokens[i])]
                 if len(keep) < len(streams):
                     streams[:] = [streams[i] for i in keep]
@@ -206,21 +235,11 @@ class Engine:
                 reading.remove(read)
                 for stream in read.streams:
                     self._finish(stream, "cancelled", "")
-                continue
-            if budget <= 0:
-                break
-            if not read.ids:  # an empty prompt: the model's own start
-                read.logits, read.state = read_prompt(self.model, [], 1)
-            else:
-                chunk = read.ids[read.done : read.done + budget]
-                ids = torch.tensor([chunk], device=self.device)
-                out, read.state = self.model(ids, read.state)
-                read.logits, read.done = out[:, -1], read.done + len(chunk)
-                budget -= len(chunk)
-            if read.done == len(read.ids):
-                read.logits = read.logits.float()
-                reading.remove(read)
-                done.append(read)
+            elif budget > 0:
+                budget -= read.advance(self.model, budget)
+                if read.done == len(read.ids):
+                    reading.remove(read)
+                    done.append(read)
         return done
 
     def _arrivals(self, block: bool) -> list[Stream]:
@@ -240,24 +259,6 @@ class Engine:
             else:
                 live.append(stream)
         return live
-
-    def _pick(self, streams: list[Stream], logits: torch.Tensor) -> list[int]:
-        """Each stream's next token: the rows of streams that sample alike drawn together,
-        each from its own generator (sample.pick_each), after its repetition rules."""
-        alike: dict[tuple, list[int]] = {}
-        for i, stream in enumerate(streams):
-            r = stream.request
-            alike.setdefault((r.temperature, r.top_k, r.top_p), []).append(i)
-            if r.repetition.active:
-                history = stream.history(self.device)
-                logits[i : i + 1] = r.repetition.apply(logits[i : i + 1], history)
-        tokens = [0] * len(streams)
-        for (temperature, top_k, top_p), rows in alike.items():
-            generators = [streams[i].generator for i in rows]
-            chosen = pick(logits[rows], temperature, top_k, top_p, generators)
-            for i, token in zip(rows, chosen.tolist(), strict=True):
-                tokens[i] = token
-        return tokens
 
     def _emit(self, stream: Stream, token: int) -> bool:
         """Hand the stream's new text to its listener; True when the stream is done."""

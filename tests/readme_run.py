@@ -1,11 +1,13 @@
 """The README, run as written: every command of its console blocks (and `make demo` of its
-first block), in order, in a fresh folder, with small budgets, so that the README stays true.
+first block) and every python block, in order, in a fresh folder, with small budgets, so that
+the README stays true.
 
     python -m tests.readme_run [--budget 3s] [--keep]     (make readme)
 
 What changes from the README: every `--time-budget` becomes --budget (a `train` with no budget
 and no --max-steps gets one), `--max-tokens` at most 40, `make demo` and `make compare` their
-budget variables; `make test` is left out (it is what runs this). A command whose block shows
+budget variables, a python block's `max_steps=` at most 5; `make test` is left out (it is what
+runs this). Each python block runs as a script of its own. A command whose block shows
 `error:` after it must fail; every other must succeed. `arlm serve` runs in the background for
 the commands after it in its block (on another port if 8000 is taken). A command that needs
 `../shared/data` where there is none is skipped, and so is every later one that reads what it
@@ -39,15 +41,23 @@ SHELL = {"|", ">", ">>", "<", "&&", "||", ";", "&"}  # a line with these goes to
 
 @dataclass
 class Command:
-    line: str  # as the README writes it
+    line: str  # as the README writes it (a python block: its code)
     fails: bool  # the README shows an error after it
-    block: int  # which console block
+    block: int  # which block
+    python: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"python: {self.line.splitlines()[0]} ..." if self.python else self.line
 
 
 def commands(readme: str) -> list[Command]:
     found = []
-    blocks = re.findall(r"```(console|bash)\n(.*?)```", readme, re.DOTALL)
+    blocks = re.findall(r"```(console|bash|python)\n(.*?)```", readme, re.DOTALL)
     for number, (kind, body) in enumerate(blocks):
+        if kind == "python":
+            found.append(Command(body, False, number, python=True))
+            continue
         lines = body.splitlines()
         i = 0
         while i < len(lines):
@@ -83,6 +93,11 @@ def adapt(words: list[str], budget: str) -> list[str] | None:
     if train and "--time-budget" not in out and "--max-steps" not in out and "--resume" not in out:
         out += ["--time-budget", budget]
     return out
+
+
+def few_steps(code: str) -> str:
+    """A python block's code with `max_steps=N` at most 5."""
+    return re.sub(r"max_steps=(\d+)", lambda m: f"max_steps={min(int(m[1]), 5)}", code)
 
 
 def arlm_here(words: list[str]) -> tuple[int, str]:
@@ -154,15 +169,18 @@ def main() -> None:
             server = None
         last_block = command.block
         line = command.line.replace(":8000", f":{port}").replace("--port 8000", f"--port {port}")
-        words = shlex.split(line, comments=True)
-        adapted = adapt(words, args.budget)
+        if command.python:  # its code as one word, for what it reads
+            words, adapted = [line], [sys.executable, "-c", few_steps(line)]
+        else:
+            words = shlex.split(line, comments=True)
+            adapted = adapt(words, args.budget)
         if adapted is None:
             continue
         needs_shared = any("../shared" in w for w in words) and not SHARED.is_dir()
         if needs_shared or any(m in w for w in words for m in missing):
             outs = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out"]
             missing.update(outs)
-            print(f"skip  {command.line}", flush=True)
+            print(f"skip  {command.label}", flush=True)
             continue
         begun = time.perf_counter()
         if adapted[:2] == ["arlm", "serve"]:
@@ -170,6 +188,9 @@ def main() -> None:
             code = 0 if server else 1
         elif adapted[0] == "arlm" and not SHELL.intersection(adapted):
             code, said = arlm_here(adapted)
+        elif command.python:
+            done = subprocess.run(adapted, cwd=work, env=env, capture_output=True, text=True)
+            code, said = done.returncode, done.stderr.strip() or done.stdout.strip()
         else:
             shell_line = " ".join(w if SAFE.fullmatch(w) else shlex.quote(w) for w in adapted)
             done = subprocess.run(shell_line, shell=True, cwd=work, env=env,
@@ -177,9 +198,9 @@ def main() -> None:
             code, said = done.returncode, done.stderr.strip() or done.stdout.strip()
         ok = (code != 0) == command.fails
         took = time.perf_counter() - begun
-        print(f"{'ok   ' if ok else 'FAIL '} {command.line}  ({took:.0f}s)", flush=True)
+        print(f"{'ok   ' if ok else 'FAIL '} {command.label}  ({took:.0f}s)", flush=True)
         if not ok:
-            failures.append(command.line)
+            failures.append(command.label)
             print("      " + said[-600:], flush=True)
     stop(server)
     print(f"{len(failures)} failed, {time.perf_counter() - started:.0f}s; ran in {work}")
