@@ -129,7 +129,7 @@ def launch(nproc: int, argv: list[str], echo: Callable[[str], None]) -> int:
     threads = str(max(1, (os.cpu_count() or 1) // nproc))  # the cores, shared out
     environment = {"OMP_NUM_THREADS": threads, **os.environ}
     # torchrun's own folder of logs (without --log-dir, one more torchelastic_* left in /tmp)
-    with tempfile.TemporaryDirectory(prefix="arlm-torchrun-") as logs:
+    with tempfile.TemporaryDirectory(prefix="arlm-torchrun-", ignore_cleanup_errors=True) as logs:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc_per_node={nproc}", "--log-dir", logs, "-m", "arlm", *argv]  # fmt: skip
         process = subprocess.Popen(command, env=environment, stderr=subprocess.PIPE, text=True,

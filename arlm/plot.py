@@ -83,10 +83,14 @@ def finish(figure, axes, path: Path, title: str, names: tuple, image=None) -> No
 
 def drawn_by_arlm(path: Path) -> bool:
     """Is `path` a PNG that carries arlm's mark?"""
+    import warnings
+
     from PIL import Image  # matplotlib's own dependency
 
-    try:
-        with Image.open(path) as image:
-            return image.format == "PNG" and image.text.get(MARK) == "plot"
-    except (OSError, ValueError):  # not a PNG, or not a whole one
-        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's warning of a huge picture
+        try:
+            with Image.open(path) as image:  # its text chunks are read, no pixel decoded
+                return image.format == "PNG" and image.info.get(MARK) == "plot"
+        except Exception:  # not a PNG, not a whole one, or one too big to open: not arlm's
+            return False

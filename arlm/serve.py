@@ -94,7 +94,8 @@ class Reading:
     def advance(self, model: LanguageModel, budget: int) -> int:
         """Read at most `budget` more of the ids; how many were read."""
         if not self.ids:  # an empty prompt: the model's own start
-            self.logits, self.state = read_prompt(model, [], 1)
+            logits, self.state = read_prompt(model, [], 1)
+            self.logits = logits.float()
             return 0
         chunk = self.ids[self.done : self.done + budget]
         out, self.state = model(torch.tensor([chunk], device=device_of(model)), self.state)
@@ -148,14 +149,14 @@ class Engine:
         for request in requests:
             request.check()
         streams = [Stream(r, self.tokenizer, on_event, self.device) for r in requests]
-        with self.lock:
+        with self.lock:  # queued under the lock: a failing engine finishes what it finds queued
             if self.failed:
                 raise ArlmError(f"the engine stopped: {self.failed}")
             if self.admitted + len(requests) > self.max_streams:
                 return None
             self.admitted += len(requests)
-        for stream in streams:
-            self.waiting.put(stream)
+            for stream in streams:
+                self.waiting.put(stream)
         return streams
 
     @property
@@ -194,20 +195,20 @@ class Engine:
         state: State = ()
         with torch.no_grad():
             while not self._stop.is_set():
-                arrived: dict[tuple, Reading] = {}  # a prompt is read once, however many ask
                 for stream in self._arrivals(block=not streams and not reading):
                     ids = stream.request.start + stream.request.prompt
-                    if tuple(ids) in arrived:
-                        arrived[tuple(ids)].streams.append(stream)
+                    same = next((r for r in reading if r.done == 0 and r.ids == ids), None)
+                    if same:  # a prompt is read once, however many ask
+                        same.streams.append(stream)
                     else:
-                        arrived[tuple(ids)] = Reading([stream], ids, self.model.init_state(1))
-                reading += arrived.values()
+                        reading.append(Reading([stream], ids, self.model.init_state(1)))
                 for read in self._read(reading):  # the prompts read to their end join
                     for stream in read.streams:
                         fresh = not streams
                         logits = read.logits if fresh else torch.cat([logits, read.logits])
                         state = read.state if fresh else self.model.concat_state(state, read.state)
                         streams.append(stream)
+                    reading.remove(read)  # only now: until then _run finds its streams there
                 if not streams:
                     continue
                 tokens = next_tokens(streams, logits)
@@ -226,9 +227,9 @@ class Engine:
                 self.batch_sizes += len(streams)
 
     def _read(self, reading: list[Reading]) -> list[Reading]:
-        """Read at most `prefill` prompt tokens, oldest prompt first; take the prompts read to
-        their end out of `reading` and return them. A prompt all of whose clients have gone is
-        dropped (those streams finished as cancelled)."""
+        """Read at most `prefill` prompt tokens, oldest prompt first; the prompts read to their
+        end (left in `reading`). A prompt all of whose clients have gone is dropped (those
+        streams finished as cancelled)."""
         budget, done = self.prefill, []
         for read in list(reading):
             if all(stream.cancelled for stream in read.streams):
@@ -238,7 +239,6 @@ class Engine:
             elif budget > 0:
                 budget -= read.advance(self.model, budget)
                 if read.done == len(read.ids):
-                    reading.remove(read)
                     done.append(read)
         return done
 

@@ -42,7 +42,7 @@ SHELL = {"|", ">", ">>", "<", "&&", "||", ";", "&"}  # a line with these goes to
 @dataclass
 class Command:
     line: str  # as the README writes it (a python block: its code)
-    fails: bool  # the README shows an error after it
+    error: str | None  # the error line the README shows after it, if it shows one
     block: int  # which block
     python: bool = False
 
@@ -56,7 +56,7 @@ def commands(readme: str) -> list[Command]:
     blocks = re.findall(r"```(console|bash|python)\n(.*?)```", readme, re.DOTALL)
     for number, (kind, body) in enumerate(blocks):
         if kind == "python":
-            found.append(Command(body, False, number, python=True))
+            found.append(Command(body, None, number, python=True))
             continue
         lines = body.splitlines()
         i = 0
@@ -71,7 +71,8 @@ def commands(readme: str) -> list[Command]:
                 line = line[:-1] + " " + lines[i].strip()
                 i += 1
             shown = lines[i] if i < len(lines) else ""
-            found.append(Command(line[2:].strip(), shown.startswith("error:"), number))
+            error = shown if shown.startswith("error:") else None
+            found.append(Command(line[2:].strip(), error, number))
     return found
 
 
@@ -79,10 +80,13 @@ def adapt(words: list[str], budget: str) -> list[str] | None:
     """The command with small budgets; None for one left out."""
     if words[:2] == ["make", "test"]:
         return None
+    fixed = ["-o", ".venv/.installed"]  # the project's .venv as it is: never reinstalled here
     if words[:2] == ["make", "demo"]:
-        return ["make", "demo", f"DEMO_BUDGET={budget}"]
+        return ["make", *fixed, "demo", f"DEMO_BUDGET={budget}"]
     if words[:2] == ["make", "compare"]:
-        return ["make", "compare", f"LADDER_BUDGET={budget}"]
+        return ["make", *fixed, "compare", f"LADDER_BUDGET={budget}"]
+    if words[0] == "curl":  # an HTTP error is a failure, not a body printed
+        return ["curl", "--fail-with-body", *words[1:]]
     out = list(words)
     for i, word in enumerate(out[:-1]):
         if word == "--time-budget":
@@ -146,6 +150,58 @@ def stop(server: subprocess.Popen | None) -> None:
         server.wait(timeout=60)
 
 
+def run_all(work: Path, env: dict, budget: str) -> list[str]:
+    """Run the README in `work`, a line printed for each command; the commands that failed."""
+    missing: set[str] = set()  # what skipped commands would have written
+    failures, server = [], None
+    last_block, port = -1, free_port(8000)  # the README's 8000, unless it is taken here
+    try:
+        for command in commands((ROOT / "README.md").read_text(encoding="utf-8")):
+            if command.block != last_block:  # a block's server stops with it
+                stop(server)
+                server = None
+            last_block = command.block
+            line = command.line.replace(":8000", f":{port}").replace(
+                "--port 8000", f"--port {port}"
+            )
+            if command.python:  # its code as one word, for what it reads
+                words, adapted = [line], [sys.executable, "-c", few_steps(line)]
+            else:
+                words = shlex.split(line, comments=True)
+                adapted = adapt(words, budget)
+            if adapted is None:
+                continue
+            shared = re.findall(r"\.\./shared[^\s'\"]*", line)
+            if any(not (work / p).exists() for p in shared) or any(m in line for m in missing):
+                outs = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out"]
+                missing.update(outs)
+                print(f"skip  {command.label}", flush=True)
+                continue
+            begun = time.perf_counter()
+            if adapted[:2] == ["arlm", "serve"]:
+                server, said = start_server(adapted, work, env)
+                code = 0 if server else 1
+            elif adapted[0] == "arlm" and not SHELL.intersection(adapted):
+                code, said = arlm_here(adapted)
+            else:
+                if not command.python:
+                    safe = (w if SAFE.fullmatch(w) else shlex.quote(w) for w in adapted)
+                    adapted = " ".join(safe)
+                done = subprocess.run(adapted, shell=not command.python, cwd=work, env=env,
+                                      capture_output=True, text=True)  # fmt: skip
+                code, said = done.returncode, done.stderr.strip() or done.stdout.strip()
+            first = said.splitlines()[0] if said else ""
+            ok = code == 0 if command.error is None else (code != 0 and first == command.error)
+            took = time.perf_counter() - begun
+            print(f"{'ok   ' if ok else 'FAIL '} {command.label}  ({took:.0f}s)", flush=True)
+            if not ok:
+                failures.append(command.label)
+                print("      " + said[-600:], flush=True)
+    finally:
+        stop(server)
+    return failures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="3s")
@@ -160,53 +216,14 @@ def main() -> None:
         (scratch / "shared").symlink_to(SHARED)
     os.chdir(work)
     env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    missing: set[str] = set()  # what skipped commands would have written
-    failures, server, started = [], None, time.perf_counter()
-    last_block, port = -1, free_port(8000)  # the README's 8000, unless it is taken here
-    for command in commands((ROOT / "README.md").read_text(encoding="utf-8")):
-        if command.block != last_block:  # a block's server stops with it
-            stop(server)
-            server = None
-        last_block = command.block
-        line = command.line.replace(":8000", f":{port}").replace("--port 8000", f"--port {port}")
-        if command.python:  # its code as one word, for what it reads
-            words, adapted = [line], [sys.executable, "-c", few_steps(line)]
-        else:
-            words = shlex.split(line, comments=True)
-            adapted = adapt(words, args.budget)
-        if adapted is None:
-            continue
-        needs_shared = any("../shared" in w for w in words) and not SHARED.is_dir()
-        if needs_shared or any(m in w for w in words for m in missing):
-            outs = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--out"]
-            missing.update(outs)
-            print(f"skip  {command.label}", flush=True)
-            continue
-        begun = time.perf_counter()
-        if adapted[:2] == ["arlm", "serve"]:
-            server, said = start_server(adapted, work, env)
-            code = 0 if server else 1
-        elif adapted[0] == "arlm" and not SHELL.intersection(adapted):
-            code, said = arlm_here(adapted)
-        elif command.python:
-            done = subprocess.run(adapted, cwd=work, env=env, capture_output=True, text=True)
-            code, said = done.returncode, done.stderr.strip() or done.stdout.strip()
-        else:
-            shell_line = " ".join(w if SAFE.fullmatch(w) else shlex.quote(w) for w in adapted)
-            done = subprocess.run(shell_line, shell=True, cwd=work, env=env,
-                                  capture_output=True, text=True)  # fmt: skip
-            code, said = done.returncode, done.stderr.strip() or done.stdout.strip()
-        ok = (code != 0) == command.fails
-        took = time.perf_counter() - begun
-        print(f"{'ok   ' if ok else 'FAIL '} {command.label}  ({took:.0f}s)", flush=True)
-        if not ok:
-            failures.append(command.label)
-            print("      " + said[-600:], flush=True)
-    stop(server)
+    started = time.perf_counter()
+    try:
+        failures = run_all(work, env, args.budget)
+    finally:
+        os.chdir(ROOT)
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
     print(f"{len(failures)} failed, {time.perf_counter() - started:.0f}s; ran in {work}")
-    os.chdir(ROOT)
-    if not args.keep:
-        shutil.rmtree(scratch, ignore_errors=True)
     sys.exit(1 if failures else 0)
 
 

@@ -81,6 +81,7 @@ def test_plot_replaces_a_picture_arlm_drew_and_never_a_file_of_the_users(ladder,
     users.mkdir()
     (users / "notes.txt").write_text("my notes\n")
     Image.new("RGB", (4, 4)).save(users / "photo.png")  # a PNG, but not arlm's
+    (users / "huge.png").write_bytes(png_header(30_000, 30_000))  # too big for Pillow to open
     (users / "folder").mkdir()
     (users / "link.png").symlink_to(ours)
     before = {p.name: p.is_dir() or p.read_bytes() for p in users.iterdir()}
@@ -90,6 +91,19 @@ def test_plot_replaces_a_picture_arlm_drew_and_never_a_file_of_the_users(ladder,
         assert result.code == 2 and len(lines) == 1 and lines[0].startswith("error: --plot"), name
     assert {p.name: p.is_dir() or p.read_bytes() for p in users.iterdir()} == before
     assert (users / "link.png").is_symlink() and not drawn_by_arlm(users / "photo.png")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG of that size, its pixels left out."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    size = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + size + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
 
 
 def test_compare_and_diagnose_draw_nothing_unless_asked(ladder, tmp_path, monkeypatch):
@@ -242,9 +256,13 @@ def test_embed_command_trains_saves_lists_and_feeds_train(ladder, tmp_path):
     shutil.copyfile(ladder / "lstm" / "model.safetensors", tmp_path / "weights.safetensors")
     for name in ("notes.txt", "weights.safetensors"):
         before = (tmp_path / name).read_bytes()
-        kept = run_arlm(*common, "--out", tmp_path / name, "--force")
-        assert kept.code == 2 and "replaces only" in kept.stderr, kept.stderr
-        assert (tmp_path / name).read_bytes() == before
+        for force in ([], ["--force"]):
+            kept = run_arlm(*common, "--out", tmp_path / name, *force)
+            assert kept.code == 2 and "replaces only" in kept.stderr, kept.stderr
+            assert (tmp_path / name).read_bytes() == before
+    (tmp_path / "link.safetensors").symlink_to(tmp_path / "nowhere")  # a link of the user's
+    kept = run_arlm(*common, "--out", tmp_path / "link.safetensors", "--force")
+    assert kept.code == 2 and (tmp_path / "link.safetensors").is_symlink()
     typo = run_arlm(*common[:3], "--embeddings", tmp_path / "a.safetensors", "--neighbors", "xq")
     assert typo.code == 2 and "not one piece" in typo.stderr
     out = tmp_path / "ck"

@@ -228,6 +228,35 @@ def test_a_long_prompt_is_read_a_chunk_between_steps_and_gives_the_same_text(tra
     engine.close()
 
 
+def test_a_failing_prompt_read_finishes_the_streams_whose_prompts_were_read_too(trained):
+    """The second of two prompts fails to read: the first one's stream, read but not yet in the
+    batch, ends with "error" as the second's does, instead of waiting for ever."""
+    loaded = checkpoint.load_for_use(trained)
+    engine = Engine(loaded.model, loaded.tokenizer, 8)
+
+    class Flaky:  # the model, but its second call raises
+        def __init__(self, model) -> None:
+            self.model, self.calls = model, 0
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def __call__(self, *args):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("a read that fails")
+            return self.model(*args)
+
+    engine.model = Flaky(loaded.model)
+    heard = []
+    engine.submit([Request([1, 2], 10), Request([3, 4], 10)], lambda *event: heard.append(event))
+    deadline = time.monotonic() + 30
+    while len([e for e in heard if e[2]]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [e[2] for e in heard if e[2]] == ["error", "error"]
+    assert "a read that fails" in engine.failed and engine.in_flight == 0
+
+
 def run_to_end(engine: Engine, requests: list) -> list[str]:
     """Each request's text, in order, once every stream has finished."""
     heard = []  # (stream, piece, reason), as the engine's thread says them

@@ -59,13 +59,13 @@ def run(
             raise UsageError(f"{embeddings} was trained on another tokenizer than {folder}'s")
     else:
         out = Path(out)
-        if out.exists() and not force:
-            raise UsageError(f"{out} exists: pass --force to replace it, or choose another --out")
-        if out.exists() and not _ours(out):
+        if (out.exists() or out.is_symlink()) and not _ours(out):
             raise UsageError(
                 f"--out {out}: that is not an embeddings file arlm wrote, and --force replaces "
                 "only those; choose another --out"
             )
+        if out.exists() and not force:
+            raise UsageError(f"{out} exists: pass --force to replace it, or choose another --out")
         if not out.parent.is_dir():
             raise UsageError(f"--out {out}: its folder does not exist")
         ids = data.open_ids(folder, "train")
@@ -97,7 +97,7 @@ def run(
 
 
 def _ours(path: Path) -> bool:
-    """Is `path` an embeddings file `arlm embed` wrote (a file, whole, of its kind)?"""
+    """Is `path` an embeddings file `arlm embed` wrote (a file, not a link, whole, its kind)?"""
     if not path.is_file() or path.is_symlink():
         return False
     try:
