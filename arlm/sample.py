@@ -139,11 +139,15 @@ class Step:
     logprobs: Tensor  # (B,)
 
 
-def read_prompt(model: LanguageModel, prompt: list[int], rows: int) -> tuple[Tensor, State]:
+def read_prompt(
+    model: LanguageModel, prompt: list[int], rows: int, state: State | None = None
+) -> tuple[Tensor, State]:
     """The logits after `prompt` (rows, V) and the state there, for `rows` streams that share
-    it: the prompt read in one call. An empty prompt starts from `model.initial_logits` (for a
-    recurrent model, the all-zero state's: the output layer's bias)."""
-    state = model.init_state(rows)
+    it: the prompt read in one call, from `state` (the start's if None; a prompt read in parts
+    passes the state after the part before). An empty prompt from the start gives
+    `model.initial_logits` (for a recurrent model, the all-zero state's: the output layer's
+    bias)."""
+    state = model.init_state(rows) if state is None else state
     if not prompt:
         return model.initial_logits(rows), state
     ids = torch.tensor([prompt], device=device_of(model)).expand(rows, -1)

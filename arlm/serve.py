@@ -92,14 +92,11 @@ class Reading:
     logits: torch.Tensor | None = None  # after them
 
     def advance(self, model: LanguageModel, budget: int) -> int:
-        """Read at most `budget` more of the ids; how many were read."""
-        if not self.ids:  # an empty prompt: the model's own start
-            logits, self.state = read_prompt(model, [], 1)
-            self.logits = logits.float()
-            return 0
+        """Read at most `budget` more of the ids (an empty prompt: none, the model's start);
+        how many were read."""
         chunk = self.ids[self.done : self.done + budget]
-        out, self.state = model(torch.tensor([chunk], device=device_of(model)), self.state)
-        self.logits, self.done = out[:, -1].float(), self.done + len(chunk)
+        logits, self.state = read_prompt(model, chunk, 1, self.state)
+        self.logits, self.done = logits.float(), self.done + len(chunk)
         return len(chunk)
 
 
